@@ -1,0 +1,402 @@
+"""The engine: reports in; samples, progress rows, pull/layer rows and lifecycle events out.
+
+Pure and deterministic. It never reads a clock: time moves only when a report (its
+``timestamp``, its layers' ``updatedAt``) or a caller's :meth:`Engine.tick` says so, which is
+what lets the live collector and a replay at any speed produce the same rows.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from collector.model import (
+    PENDING_IMAGE_REF,
+    AgentReport,
+    EventType,
+    LayerPhase,
+    LayerState,
+    LayerStatusKind,
+    PullEvent,
+    PullState,
+    PullStatus,
+    PullStatusKind,
+)
+from collector.rates import RateWindow, Step
+from collector.records import Output
+from collector.timefmt import NS
+from collector.tracking import Layer, Pull, PullKey, pull_id
+
+# containerd's ingest refs ("layer-sha256:<hex>"), which is what a Go agent sends as imageRef.
+INGEST_REF = re.compile(r"^(layer|manifest|config|index|unknown)-[a-z0-9]+:[0-9a-f]+$")
+_FINISHED_KEYS_KEEP = 24 * 3600 * NS
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    rate_window_ns: int = 10 * NS
+    stall_after_ns: int = 30 * NS
+    stall_floor_bps: float = 1024.0
+    stale_after_ns: int = 600 * NS
+    history_ttl_ns: int = 3600 * NS
+    step_grace: float = 2.0  # "well past" the next expected 1 MiB step, as a multiple
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Events gathered while handling one input; turned into PullEvents at the end."""
+
+    events: list[tuple[Pull, EventType, int, str | None]] = field(default_factory=list)
+    touched: dict[str, Pull] = field(default_factory=dict)
+
+    def add(self, pull: Pull, kind: EventType, ts: int, digest: str | None = None) -> None:
+        self.events.append((pull, kind, ts, digest))
+        self.touched[pull.id] = pull
+
+
+class Engine:
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.now = 0
+        self._last_report: dict[str, int] = {}
+        self._pulls: dict[str, Pull] = {}
+        self._active: dict[str, dict[PullKey, Pull]] = {}
+        self._finished: dict[PullKey, int] = {}
+        self._expiry: list[tuple[int, int, str]] = []  # (at, 0=pull id / 1=key index, ref)
+        self._expiry_keys: dict[str, PullKey] = {}
+        self.dropped: Counter[str] = Counter()
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def pulls(self) -> list[PullStatus]:
+        """Active pulls and those finished within the history TTL, newest first."""
+        found = sorted(self._pulls.values(), key=lambda p: (p.started_at, p.id), reverse=True)
+        return [p.status_at(self.now) for p in found]
+
+    def pull(self, pid: str) -> PullStatus | None:
+        found = self._pulls.get(pid)
+        return found.status_at(self.now) if found else None
+
+    def active_count(self) -> int:
+        return sum(len(pulls) for pulls in self._active.values())
+
+    def last_report(self, node: str) -> int | None:
+        return self._last_report.get(node)
+
+    def mark_finished(self, node: str, image_ref: str, started_at: int, at: int) -> None:
+        """Remember a pull finished before this engine started (recovery)."""
+        key = (node, image_ref, started_at)
+        if key not in self._finished:
+            self._finished[key] = at
+            self._schedule_key(key, at + max(self.config.history_ttl_ns, _FINISHED_KEYS_KEEP))
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def ingest(self, report: AgentReport) -> Output:
+        node, now = report.node_name, report.timestamp
+        last = self._last_report.get(node)
+        if last is not None and now <= last:
+            reason = "duplicate" if now == last else "out_of_order"
+            self.dropped[reason] += 1
+            return Output(accepted=False, drop_reason=reason, report=report)
+        out = Output(report=report)
+        self._advance(now, out, skip=node)
+        self._last_report[node] = now
+        pending = _Pending()
+        active = self._active.setdefault(node, {})
+        seen: set[str] = set()
+        for state in _normalise(report.pulls):
+            pull = self._resolve(node, state, now, pending)
+            if pull is None:
+                continue
+            seen.add(pull.id)
+            pending.touched[pull.id] = pull
+            self._apply(pull, state, now, out, pending)
+        for pull in list(active.values()):
+            if pull.id not in seen:
+                self._vanish(pull, now, out, pending)
+        self._check_stalls(node, now, pending)
+        self._flush(pending, out, snapshot_at=lambda _p: now)
+        return out
+
+    def tick(self, now: int) -> Output:
+        """Let time pass without a report: stalls, stale nodes, history expiry."""
+        out = Output()
+        self._advance(now, out, skip=None)
+        return out
+
+    # --- time --------------------------------------------------------------------------------
+
+    def _advance(self, now: int, out: Output, skip: str | None) -> None:
+        if now <= self.now:
+            return
+        pending = _Pending()
+        stale_after = self.config.stale_after_ns
+        for node, pulls in self._active.items():
+            if not pulls or node == skip:
+                continue
+            deadline = self._last_report.get(node, now) + stale_after
+            if deadline <= now:
+                for pull in list(pulls.values()):
+                    pull.status = PullStatusKind.STALE
+                    self._finish(pull, deadline, pending, EventType.PULL_STALE)
+            else:
+                self._check_stalls(node, now, pending)
+        self._flush(pending, out, snapshot_at=lambda p: _last_event_time(pending, p))
+        self.now = now
+        self._expire(now)
+
+    def _expire(self, now: int) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            _, kind, ref = heapq.heappop(self._expiry)
+            if kind == 0:
+                self._pulls.pop(ref, None)
+            else:
+                key = self._expiry_keys.pop(ref, None)
+                if key is not None:
+                    self._finished.pop(key, None)
+
+    def _schedule_key(self, key: PullKey, at: int) -> None:
+        ref = f"{len(self._expiry_keys)}:{pull_id(key)}"
+        self._expiry_keys[ref] = key
+        heapq.heappush(self._expiry, (at, 1, ref))
+
+    # --- pulls -------------------------------------------------------------------------------
+
+    def _resolve(self, node: str, state: PullState, now: int, pending: _Pending) -> Pull | None:
+        active = self._active[node]
+        merged = state.image_ref == PENDING_IMAGE_REF
+        if merged:
+            current = next((p for p in active.values() if p.merged), None)
+            if current is not None:
+                return current
+            key: PullKey = (node, PENDING_IMAGE_REF, state.started_at or now)
+        elif state.started_at is None:
+            same = [p for p in active.values() if p.image_ref == state.image_ref]
+            if same:
+                return max(same, key=lambda p: p.started_at)
+            key = (node, state.image_ref, now)
+        else:
+            key = (node, state.image_ref, state.started_at)
+            if key in active:
+                return active[key]
+        if key in self._finished:
+            return None  # a finished pull reported again changes nothing
+        pull = Pull(key=key, id=pull_id(key), first_seen=now, merged=merged)
+        self._pulls[pull.id] = pull
+        active[key] = pull
+        pending.add(pull, EventType.PULL_STARTED, now)
+        return pull
+
+    def _apply(self, pull: Pull, state: PullState, now: int, out: Output,
+               pending: _Pending) -> None:
+        pull.last_seen = now
+        pull.total_known = pull.total_known or state.total_known
+        listed: set[str] = set()
+        for ls in state.layers:
+            listed.add(ls.digest)
+            layer = pull.layers.get(ls.digest)
+            if layer is None:
+                window = RateWindow(self.config.rate_window_ns, self.config.stall_after_ns,
+                                    self.config.step_grace)
+                layer = Layer(digest=ls.digest, media_type=ls.media_type, window=window,
+                              first_seen=now, started_at=ls.started_at, checked_at=now)
+                pull.layers[ls.digest] = layer
+                pending.add(pull, EventType.LAYER_STARTED, now, ls.digest)
+            self._update_layer(pull, layer, ls, now, out, pending)
+        for layer in pull.layers.values():
+            if layer.active and layer.digest not in listed:
+                self._complete_layer(pull, layer, now, out, pending)
+        failed = [layer for layer in pull.layers.values()
+                  if layer.status is LayerStatusKind.FAILED]
+        if state.error or failed:
+            pull.error = state.error or f"layer {failed[0].digest} failed to download"
+            self._fail(pull, now, pending)
+        elif (pull.layers and not pull.merged and state.total_known
+              and not any(layer.active for layer in pull.layers.values())):
+            pull.status = PullStatusKind.COMPLETED
+            self._finish(pull, now, pending, EventType.PULL_COMPLETED)
+
+    def _vanish(self, pull: Pull, now: int, out: Output, pending: _Pending) -> None:
+        """A pull no longer in its node's report: containerd committed its blobs."""
+        for layer in pull.layers.values():
+            if layer.active:
+                self._complete_layer(pull, layer, now, out, pending)
+        pull.last_seen = now
+        pull.status = PullStatusKind.COMPLETED
+        self._finish(pull, now, pending, EventType.PULL_COMPLETED)
+
+    def _fail(self, pull: Pull, now: int, pending: _Pending) -> None:
+        for layer in pull.layers.values():
+            if layer.active:
+                layer.status = LayerStatusKind.FAILED
+                layer.completed_at = now
+        pull.status = PullStatusKind.FAILED
+        self._finish(pull, now, pending, EventType.PULL_FAILED)
+
+    def _finish(self, pull: Pull, at: int, pending: _Pending, kind: EventType) -> None:
+        pull.completed_at = at
+        self._active[pull.node].pop(pull.key, None)
+        self._finished[pull.key] = at
+        heapq.heappush(self._expiry, (at + self.config.history_ttl_ns, 0, pull.id))
+        self._schedule_key(pull.key, at + max(self.config.history_ttl_ns, _FINISHED_KEYS_KEEP))
+        pending.add(pull, kind, at)
+
+    # --- layers ------------------------------------------------------------------------------
+
+    def _update_layer(self, pull: Pull, layer: Layer, ls: LayerState, now: int, out: Output,
+                      pending: _Pending) -> None:
+        ts = ls.updated_at if ls.updated_at is not None else now
+        gained = 0
+        if layer.active:
+            if ls.media_type:
+                layer.media_type = ls.media_type
+            if ls.total_known or ls.total_bytes > layer.total:
+                layer.total = ls.total_bytes
+            layer.total_known = layer.total_known or ls.total_known
+            if ls.state is LayerPhase.FAILED:
+                layer.status = LayerStatusKind.FAILED
+                layer.completed_at = now
+            elif ls.state is LayerPhase.CACHED and layer.fetched == 0:
+                layer.status = LayerStatusKind.CACHED
+                layer.downloaded = layer.total
+                layer.completed_at = now
+                pending.add(pull, EventType.LAYER_COMPLETED, now, layer.digest)
+            else:
+                done = ls.state in (LayerPhase.COMPLETED, LayerPhase.CACHED)
+                nbytes = ls.downloaded_bytes
+                if done and layer.total_known:
+                    nbytes = max(nbytes, layer.total)
+                added = layer.window.add(ts, nbytes)
+                if added.step is Step.RESTART:
+                    layer.restarts += 1
+                if added.step is not Step.IGNORED:
+                    layer.downloaded = nbytes
+                gained = added.gained
+                layer.fetched += gained
+                if gained and layer.first_byte_at is None:
+                    layer.first_byte_at = ts
+                if done:
+                    layer.status = LayerStatusKind.COMPLETED
+                    layer.completed_at = ts
+                    pending.add(pull, EventType.LAYER_COMPLETED, ts, layer.digest)
+                elif gained:
+                    pending.add(pull, EventType.LAYER_PROGRESS, ts, layer.digest)
+        layer.last_seen = now
+        out.samples.append(pull.sample_row(layer, now, min(ts, now), gained))
+
+    def _complete_layer(self, pull: Pull, layer: Layer, now: int, out: Output,
+                        pending: _Pending) -> None:
+        # containerd never shows the last partial MiB: the commit is what says it arrived.
+        gained = max(layer.total - layer.downloaded, 0) if layer.total_known else 0
+        layer.downloaded += gained
+        layer.fetched += gained
+        if gained and layer.first_byte_at is None:
+            layer.first_byte_at = now
+        layer.status = LayerStatusKind.COMPLETED
+        layer.completed_at = now
+        layer.last_seen = now
+        pending.add(pull, EventType.LAYER_COMPLETED, now, layer.digest)
+        out.samples.append(pull.sample_row(layer, now, now, gained))
+
+    def _check_stalls(self, node: str, now: int, pending: _Pending) -> None:
+        cfg = self.config
+        for pull in list(self._active.get(node, {}).values()):
+            onsets: list[int] = []
+            for layer in pull.layers.values():
+                if layer.status is LayerStatusKind.DOWNLOADING:
+                    onset = layer.window.stall_onset(layer.checked_at, now, cfg.stall_after_ns,
+                                                     cfg.stall_floor_bps)
+                    if onset is not None:
+                        layer.status = LayerStatusKind.STALLED
+                        layer.stalled_since = onset
+                        pending.add(pull, EventType.LAYER_STALLED, onset, layer.digest)
+                elif layer.status is LayerStatusKind.STALLED and not layer.window.is_slow(
+                        now, cfg.stall_after_ns, cfg.stall_floor_bps):
+                    layer.status = LayerStatusKind.DOWNLOADING
+                    layer.stalled_since = None
+                    pending.add(pull, EventType.LAYER_PROGRESS, now, layer.digest)
+                layer.checked_at = max(layer.checked_at, now)
+                if layer.stalled_since is not None:
+                    onsets.append(layer.stalled_since)
+            moving = [layer for layer in pull.layers.values() if layer.active]
+            stalled = bool(moving) and all(
+                layer.status is LayerStatusKind.STALLED for layer in moving)
+            if stalled and pull.status is PullStatusKind.ACTIVE:
+                pull.status = PullStatusKind.STALLED
+                pending.add(pull, EventType.PULL_STALLED, max(onsets))
+            elif not stalled and pull.status is PullStatusKind.STALLED:
+                pull.status = PullStatusKind.ACTIVE
+                pending.add(pull, EventType.PULL_PROGRESS, now)
+
+    # --- output ------------------------------------------------------------------------------
+
+    def _flush(self, pending: _Pending, out: Output,
+               snapshot_at: Callable[[Pull], int]) -> None:
+        snapshots: dict[str, PullStatus] = {}
+        for pull in pending.touched.values():
+            at = snapshot_at(pull)
+            snapshots[pull.id] = pull.status_at(at)
+            out.progress.append(pull.progress_row(at))
+            out.pulls.append(pull.pull_row())
+            out.layers.extend(pull.layer_row(layer) for layer in pull.layers.values())
+        for pull, kind, ts, digest in pending.events:
+            out.events.append(PullEvent(timestamp=ts, type=kind, node_name=pull.node,
+                                        pull=snapshots[pull.id], digest=digest))
+        # Every touched pull gets one pull.* event; a lifecycle one stands in for progress.
+        announced = {pull.id for pull, kind, _, _ in pending.events
+                     if kind.value.startswith("pull.") and kind is not EventType.PULL_STARTED}
+        for pull in pending.touched.values():
+            if pull.id not in announced:
+                out.events.append(PullEvent(timestamp=snapshot_at(pull),
+                                            type=EventType.PULL_PROGRESS, node_name=pull.node,
+                                            pull=snapshots[pull.id]))
+
+
+def _last_event_time(pending: _Pending, pull: Pull) -> int:
+    return max(ts for p, _, ts, _ in pending.events if p is pull)
+
+
+def _normalise(pulls: tuple[PullState, ...]) -> list[PullState]:
+    """Group a node's pull states: ingest-ref pulls (Go agent) into one pending pull per
+    node, starting at their earliest startedAt; repeats of one pull into one."""
+    by_key: dict[tuple[str, int | None], PullState] = {}
+    pending_layers: dict[str, LayerState] = {}
+    pending_start: int | None = None
+    pending_error: str | None = None
+    any_pending = False
+    for state in pulls:
+        if state.image_ref == PENDING_IMAGE_REF or INGEST_REF.match(state.image_ref):
+            any_pending = True
+            layers = state.layers or _layer_from_ref(state)
+            for layer in layers:
+                pending_layers[layer.digest] = layer
+            if state.started_at is not None and (pending_start is None
+                                                 or state.started_at < pending_start):
+                pending_start = state.started_at
+            pending_error = pending_error or state.error
+            continue
+        key = (state.image_ref, state.started_at)
+        if key in by_key:
+            prior = by_key[key]
+            merged = {layer.digest: layer for layer in prior.layers}
+            merged.update({layer.digest: layer for layer in state.layers})
+            state = PullState(state.image_ref, state.started_at, tuple(merged.values()),
+                              prior.total_known or state.total_known,
+                              prior.error or state.error)
+        by_key[key] = state
+    result = list(by_key.values())
+    if any_pending:
+        result.append(PullState(PENDING_IMAGE_REF, pending_start, tuple(pending_layers.values()),
+                                False, pending_error))
+    return result
+
+
+def _layer_from_ref(state: PullState) -> tuple[LayerState, ...]:
+    if state.image_ref == PENDING_IMAGE_REF:
+        return ()
+    digest = state.image_ref.split("-", 1)[1]
+    return (LayerState(digest=digest, started_at=state.started_at),)

@@ -1,0 +1,368 @@
+"""Wire and domain types.
+
+Incoming: :class:`AgentReport` > :class:`PullState` > :class:`LayerState`, the JSON shape of the
+Go agent plus optional fields (per-layer ``startedAt``/``updatedAt``/``state``, per-pull
+``error``). Outgoing: :class:`PullStatus` > :class:`LayerStatus` and :class:`PullEvent`.
+Times are integer nanoseconds since the epoch (see :mod:`collector.timefmt`).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.errors import ReportError
+from collector.timefmt import format_rfc3339, parse_rfc3339
+
+MAX_NODE_NAME = 253
+SCHEMA_VERSION = "v1"
+# Ingests that no manifest claims yet (and every ingest of a Go agent) are grouped per node
+# under this image reference, as the Go server did.
+PENDING_IMAGE_REF = "__pulling__"
+
+
+class LayerPhase(enum.StrEnum):
+    """What a reporter says about a layer (the optional ``state`` field)."""
+
+    DOWNLOADING = "downloading"
+    COMPLETED = "completed"
+    CACHED = "cached"
+    FAILED = "failed"
+
+
+class LayerStatusKind(enum.StrEnum):
+    DOWNLOADING = "downloading"
+    STALLED = "stalled"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CACHED = "cached"
+
+
+class PullStatusKind(enum.StrEnum):
+    ACTIVE = "active"
+    STALLED = "stalled"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STALE = "stale"
+
+
+FINISHED = frozenset({PullStatusKind.COMPLETED, PullStatusKind.FAILED, PullStatusKind.STALE})
+LAYER_DONE = frozenset({LayerStatusKind.COMPLETED, LayerStatusKind.CACHED})
+
+
+class EventType(enum.StrEnum):
+    PULL_STARTED = "pull.started"
+    PULL_PROGRESS = "pull.progress"
+    PULL_COMPLETED = "pull.completed"
+    PULL_FAILED = "pull.failed"
+    LAYER_STARTED = "layer.started"
+    LAYER_PROGRESS = "layer.progress"
+    LAYER_COMPLETED = "layer.completed"
+    # Added by this project; clients of the original ignore unknown types.
+    PULL_STALLED = "pull.stalled"
+    LAYER_STALLED = "layer.stalled"
+    PULL_STALE = "pull.stale"
+
+
+@dataclass(frozen=True, slots=True)
+class LayerState:
+    digest: str
+    media_type: str = ""
+    total_bytes: int = 0
+    downloaded_bytes: int = 0
+    total_known: bool = False
+    started_at: int | None = None
+    updated_at: int | None = None
+    state: LayerPhase | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "digest": self.digest,
+            "mediaType": self.media_type,
+            "totalBytes": self.total_bytes,
+            "downloadedBytes": self.downloaded_bytes,
+            "totalKnown": self.total_known,
+        }
+        if self.started_at is not None:
+            out["startedAt"] = format_rfc3339(self.started_at)
+        if self.updated_at is not None:
+            out["updatedAt"] = format_rfc3339(self.updated_at)
+        if self.state is not None:
+            out["state"] = self.state.value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PullState:
+    image_ref: str
+    started_at: int | None
+    layers: tuple[LayerState, ...] = ()
+    total_known: bool = False
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "imageRef": self.image_ref,
+            "startedAt": format_rfc3339(self.started_at or 0) if self.started_at else
+            "0001-01-01T00:00:00Z",
+            "totalKnown": self.total_known,
+            "layers": [layer.to_json() for layer in self.layers],
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReport:
+    node_name: str
+    timestamp: int
+    pulls: tuple[PullState, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "nodeName": self.node_name,
+            "timestamp": format_rfc3339(self.timestamp),
+            "pulls": [pull.to_json() for pull in self.pulls],
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":"))
+
+
+# --- decoding ---------------------------------------------------------------------------
+
+
+def _get(obj: Mapping[str, Any], key: str, path: str, kind: type | tuple[type, ...],
+         default: Any = None, *, required: bool = False) -> Any:
+    if key not in obj or obj[key] is None:
+        if required:
+            raise ReportError(f"{path}{key}", "is missing")
+        return default
+    value = obj[key]
+    # bool is an int in Python; JSON true is never a byte count.
+    if isinstance(value, bool) and kind is not bool and bool not in (
+        kind if isinstance(kind, tuple) else (kind,)
+    ):
+        raise ReportError(f"{path}{key}", f"expected {_kind_name(kind)}, got {json.dumps(value)}")
+    if not isinstance(value, kind):
+        raise ReportError(f"{path}{key}", f"expected {_kind_name(kind)}, got {_short(value)}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", bool: "true or false", list: "an array",
+             dict: "an object"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _time(obj: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> int | None:
+    text = _get(obj, key, path, str, required=required)
+    if text is None:
+        return None
+    try:
+        value = parse_rfc3339(text)
+    except ValueError as exc:
+        raise ReportError(f"{path}{key}", str(exc)) from exc
+    if value is None and required:
+        raise ReportError(f"{path}{key}", "is the zero time; send the time of the report")
+    return value
+
+
+def _bytes(obj: Mapping[str, Any], key: str, path: str) -> int:
+    value: int = _get(obj, key, path, int, 0)
+    if value < 0:
+        raise ReportError(f"{path}{key}", f"must not be negative, got {value}")
+    return value
+
+
+def _layer(obj: Any, path: str) -> LayerState:
+    if not isinstance(obj, dict):
+        raise ReportError(path.rstrip("."), f"expected an object, got {_short(obj)}")
+    digest = _get(obj, "digest", path, str, required=True)
+    if not digest:
+        raise ReportError(f"{path}digest", "must not be empty")
+    total = _bytes(obj, "totalBytes", path)
+    downloaded = _bytes(obj, "downloadedBytes", path)
+    total_known = _get(obj, "totalKnown", path, bool, total > 0)
+    if total_known and total and downloaded > total:
+        raise ReportError(f"{path}downloadedBytes",
+                          f"{downloaded} exceeds totalBytes {total}")
+    state_text = _get(obj, "state", path, str)
+    state = None
+    if state_text:
+        try:
+            state = LayerPhase(state_text)
+        except ValueError as exc:
+            choices = ", ".join(p.value for p in LayerPhase)
+            raise ReportError(f"{path}state",
+                              f"unknown state {state_text!r}; expected one of {choices}") from exc
+    return LayerState(
+        digest=digest,
+        media_type=_get(obj, "mediaType", path, str, ""),
+        total_bytes=total,
+        downloaded_bytes=downloaded,
+        total_known=total_known,
+        started_at=_time(obj, "startedAt", path),
+        updated_at=_time(obj, "updatedAt", path),
+        state=state,
+    )
+
+
+def _pull(obj: Any, path: str) -> PullState:
+    if not isinstance(obj, dict):
+        raise ReportError(path.rstrip("."), f"expected an object, got {_short(obj)}")
+    image_ref = _get(obj, "imageRef", path, str, required=True)
+    if not image_ref:
+        raise ReportError(f"{path}imageRef", "must not be empty")
+    raw_layers = _get(obj, "layers", path, list, [])
+    layers = tuple(_layer(item, f"{path}layers[{i}].") for i, item in enumerate(raw_layers))
+    seen: set[str] = set()
+    for i, layer in enumerate(layers):
+        if layer.digest in seen:
+            raise ReportError(f"{path}layers[{i}].digest",
+                              f"{layer.digest} appears twice in one pull")
+        seen.add(layer.digest)
+    error = _get(obj, "error", path, str)
+    return PullState(
+        image_ref=image_ref,
+        started_at=_time(obj, "startedAt", path),
+        layers=layers,
+        total_known=_get(obj, "totalKnown", path, bool, False),
+        error=error or None,
+    )
+
+
+def decode_report(obj: Any) -> AgentReport:
+    """Validate a parsed JSON value as an AgentReport; ReportError names the bad field."""
+    if not isinstance(obj, dict):
+        raise ReportError("", f"a report must be a JSON object, got {_short(obj)}")
+    node = _get(obj, "nodeName", "", str, required=True)
+    if not node:
+        raise ReportError("nodeName", "must not be empty")
+    if len(node) > MAX_NODE_NAME:
+        raise ReportError("nodeName", f"is {len(node)} characters; at most {MAX_NODE_NAME}")
+    timestamp = _time(obj, "timestamp", "", required=True)
+    assert timestamp is not None
+    raw_pulls = _get(obj, "pulls", "", list, [])
+    pulls = tuple(_pull(item, f"pulls[{i}].") for i, item in enumerate(raw_pulls))
+    return AgentReport(node_name=node, timestamp=timestamp, pulls=pulls)
+
+
+def parse_report(text: str | bytes) -> AgentReport:
+    """Decode a report from JSON text."""
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReportError("", f"invalid JSON: {exc}") from exc
+    return decode_report(obj)
+
+
+# --- outgoing -----------------------------------------------------------------------------
+
+
+def _opt_time(ns: int | None) -> str | None:
+    return format_rfc3339(ns) if ns is not None else None
+
+
+@dataclass(slots=True)
+class LayerStatus:
+    pull_id: str
+    digest: str
+    media_type: str
+    total_bytes: int
+    downloaded_bytes: int
+    bytes_per_sec: float | None
+    percent: float | None
+    started_at: int | None
+    completed_at: int | None
+    total_known: bool
+    status: LayerStatusKind
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pullId": self.pull_id,
+            "digest": self.digest,
+            "mediaType": self.media_type,
+            "totalBytes": self.total_bytes,
+            "downloadedBytes": self.downloaded_bytes,
+            "bytesPerSec": self.bytes_per_sec,
+            "percent": self.percent,
+            "startedAt": _opt_time(self.started_at),
+            "completedAt": _opt_time(self.completed_at),
+            "totalKnown": self.total_known,
+            "status": self.status.value,
+        }
+
+
+@dataclass(slots=True)
+class PullStatus:
+    id: str
+    node_name: str
+    image_ref: str
+    total_bytes: int
+    downloaded_bytes: int
+    cached_bytes: int
+    bytes_per_sec: float | None
+    eta_seconds: float | None
+    percent: float | None
+    layer_count: int
+    layers_done: int
+    started_at: int
+    completed_at: int | None
+    error: str | None
+    total_known: bool
+    status: PullStatusKind
+    layers: list[LayerStatus] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "nodeName": self.node_name,
+            "imageRef": self.image_ref,
+            "totalBytes": self.total_bytes,
+            "downloadedBytes": self.downloaded_bytes,
+            "cachedBytes": self.cached_bytes,
+            "bytesPerSec": self.bytes_per_sec,
+            "etaSeconds": self.eta_seconds,
+            "percent": self.percent,
+            "layerCount": self.layer_count,
+            "layersDone": self.layers_done,
+            "startedAt": format_rfc3339(self.started_at),
+            "completedAt": _opt_time(self.completed_at),
+            "error": self.error,
+            "totalKnown": self.total_known,
+            "status": self.status.value,
+            "layers": [layer.to_json() for layer in self.layers],
+        }
+
+
+@dataclass(slots=True)
+class PullEvent:
+    timestamp: int
+    type: EventType
+    node_name: str
+    pull: PullStatus
+    digest: str | None = None  # the layer, for layer.* events
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schemaVersion": SCHEMA_VERSION,
+            "timestamp": format_rfc3339(self.timestamp),
+            "type": self.type.value,
+            "nodeName": self.node_name,
+            "pull": self.pull.to_json(),
+        }
+        if self.digest is not None:
+            out["digest"] = self.digest
+        return out

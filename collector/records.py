@@ -1,0 +1,146 @@
+"""Rows the engine emits for each report (or tick), and the store writes as they are.
+
+Every field is a plain value so a batch turns into Arrow columns without conversion code
+per table. Times are integer nanoseconds since the epoch, UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from collector.model import AgentReport, PullEvent, PullStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One layer in one report, with the rate computed at that moment."""
+
+    ts: int  # when the report was taken
+    updated_at: int  # when the layer last changed (containerd's updated_at), <= ts
+    node: str
+    pull_id: str
+    image_ref: str
+    digest: str
+    media_type: str
+    status: str
+    downloaded_bytes: int
+    total_bytes: int
+    fetched_bytes: int  # bytes gained since this layer's previous sample (never negative)
+    bytes_per_sec: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One pull at one moment: the numbers a progress bar shows."""
+
+    ts: int
+    node: str
+    pull_id: str
+    image_ref: str
+    status: str
+    downloaded_bytes: int
+    total_bytes: int
+    cached_bytes: int
+    bytes_per_sec: float | None
+    eta_seconds: float | None
+    percent: float | None
+    layers_done: int
+    layer_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PullRow:
+    """The latest state of a pull (upserted by id)."""
+
+    id: str
+    node: str
+    image_ref: str
+    status: str
+    started_at: int
+    completed_at: int | None
+    first_seen: int
+    last_seen: int
+    total_bytes: int
+    downloaded_bytes: int
+    cached_bytes: int
+    fetched_bytes: int
+    peak_bytes_per_sec: float | None
+    layer_count: int
+    layers_done: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRow:
+    """The latest state of a layer of a pull (upserted by pull_id, digest)."""
+
+    pull_id: str
+    digest: str
+    node: str
+    image_ref: str
+    media_type: str
+    status: str
+    total_bytes: int
+    downloaded_bytes: int
+    fetched_bytes: int
+    started_at: int | None
+    first_seen: int
+    first_byte_at: int | None
+    completed_at: int | None
+    last_seen: int
+    restarts: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A lifecycle event (progress events go to the live stream only)."""
+
+    ts: int
+    type: str
+    node: str
+    pull_id: str
+    image_ref: str
+    digest: str | None
+    status: str
+    error: str | None
+
+
+@dataclass(slots=True)
+class Output:
+    """Everything one call into the engine produced, in order."""
+
+    accepted: bool = True
+    drop_reason: str | None = None
+    report: AgentReport | None = None
+    samples: list[Sample] = field(default_factory=list)
+    progress: list[Progress] = field(default_factory=list)
+    events: list[PullEvent] = field(default_factory=list)
+    pulls: list[PullRow] = field(default_factory=list)
+    layers: list[LayerRow] = field(default_factory=list)
+
+    def event_rows(self) -> list[EventRow]:
+        rows = []
+        for ev in self.events:
+            if ev.type.value.endswith(".progress"):
+                continue
+            rows.append(EventRow(
+                ts=ev.timestamp, type=ev.type.value, node=ev.node_name, pull_id=ev.pull.id,
+                image_ref=ev.pull.image_ref, digest=ev.digest, status=ev.pull.status.value,
+                error=ev.pull.error,
+            ))
+        return rows
+
+    def extend(self, other: Output) -> None:
+        self.samples.extend(other.samples)
+        self.progress.extend(other.progress)
+        self.events.extend(other.events)
+        self.pulls.extend(other.pulls)
+        self.layers.extend(other.layers)
+
+
+def column_names(row_type: type) -> list[str]:
+    return [f.name for f in fields(row_type)]
+
+
+__all__ = ["EventRow", "LayerRow", "Output", "Progress", "PullRow", "PullStatus", "Sample",
+           "column_names"]

@@ -1,0 +1,75 @@
+"""RFC 3339 timestamps with nanoseconds, as Go's ``time.Time`` marshals them.
+
+Times are carried as integer nanoseconds since the Unix epoch (UTC) so that identity
+(node, image, startedAt) compares exactly and no float rounding creeps into keys.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+
+NS = 1_000_000_000
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def parse_rfc3339(text: str) -> int | None:
+    """Nanoseconds since the epoch, or None for Go's zero time (year 1: "not set").
+
+    Raises ValueError for anything that is not an RFC 3339 date-time.
+    """
+    m = _RFC3339.match(text)
+    if m is None:
+        raise ValueError(f"not an RFC 3339 time: {text!r} (expected e.g. 2024-05-01T12:00:00.5Z)")
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    if year == 1:
+        return None
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+        raise ValueError(f"not an RFC 3339 time: {text!r} (a field is out of range)")
+    frac = (m.group(7) or "").ljust(9, "0")
+    zone = m.group(8)
+    offset = 0
+    if zone not in ("Z", "z"):
+        sign = 1 if zone[0] == "+" else -1
+        offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    try:
+        seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    except (OverflowError, ValueError) as exc:  # pragma: no cover - regex bounds the fields
+        raise ValueError(f"not an RFC 3339 time: {text!r}") from exc
+    return (seconds - offset) * NS + int(frac)
+
+
+def format_rfc3339(ns: int) -> str:
+    """Go's RFC3339Nano: UTC, trailing zeros of the fraction dropped."""
+    seconds, frac = divmod(ns, NS)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    if frac:
+        return f"{base}.{frac:09d}".rstrip("0") + "Z"
+    return base + "Z"
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": NS, "m": 60 * NS, "h": 3600 * NS}
+
+
+def parse_duration(text: str) -> int:
+    """A Go duration string ("500ms", "1h30m", "10m") or plain seconds ("30") as nanoseconds."""
+    text = text.strip()
+    try:
+        return round(float(text) * NS)
+    except ValueError:
+        pass
+    pos = 0
+    total = 0.0
+    for m in _DURATION_PART.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT_NS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 500ms, 30s, 10m, 1h30m)")
+    return round(total)
