@@ -83,8 +83,18 @@ class Engine:
     def active_count(self) -> int:
         return sum(len(pulls) for pulls in self._active.values())
 
+    def stalled_count(self) -> int:
+        return sum(1 for pulls in self._active.values() for p in pulls.values()
+                   if p.status is PullStatusKind.STALLED)
+
     def last_report(self, node: str) -> int | None:
         return self._last_report.get(node)
+
+    def restore_last_report(self, node: str, at: int) -> None:
+        """Remember a node's last report time (recovery), so older reports stay dropped."""
+        if at > self._last_report.get(node, at - 1):
+            self._last_report[node] = at
+        self.now = max(self.now, at)
 
     def mark_finished(self, node: str, image_ref: str, started_at: int, at: int) -> None:
         """Remember a pull finished before this engine started (recovery)."""

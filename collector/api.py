@@ -1,0 +1,146 @@
+"""HTTP: the report endpoint, the pull list, the event stream, health; metrics on their own app.
+
+Status codes follow the original server: 405 wrong method, 401 bad token, 400 invalid JSON
+or node name, 429 a node's second report within 500 ms, 200 with an empty body. Bodies over
+1 MiB get 413.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from collector.errors import ReportError
+from collector.model import parse_report
+from collector.service import Collector
+
+log = logging.getLogger("pulltrace.api")
+
+MAX_BODY = 1 << 20
+MIN_REPORT_GAP_NS = 500_000_000
+COLLECTOR_KEY = web.AppKey("collector", Collector)
+
+
+def _text(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message + "\n")
+
+
+class ReportGate:
+    """Token check and the per-node 429 rule, by the server's own monotonic clock."""
+
+    def __init__(self, token: str | None, clock: Callable[[], int] = time.monotonic_ns) -> None:
+        self.token = token or None
+        self.clock = clock
+        self._last: dict[str, int] = {}
+
+    def authorized(self, header: str | None) -> bool:
+        if self.token is None:
+            return True
+        if not header:
+            return False
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(value.strip().encode(), self.token.encode())
+
+    def admit(self, node: str) -> bool:
+        now = self.clock()
+        last = self._last.get(node)
+        if last is not None and now - last < MIN_REPORT_GAP_NS:
+            return False
+        self._last[node] = now
+        if len(self._last) > 10_000:  # forget nodes whose window has long passed
+            self._last = {n: t for n, t in self._last.items() if now - t < MIN_REPORT_GAP_NS}
+        return True
+
+
+def build_app(collector: Collector, token: str | None = None,
+              gate: ReportGate | None = None) -> web.Application:
+    gate = gate or ReportGate(token)
+    app = web.Application(client_max_size=MAX_BODY)
+    app[COLLECTOR_KEY] = collector
+    metrics = collector.metrics
+
+    async def report(request: web.Request) -> web.Response:
+        if not gate.authorized(request.headers.get("Authorization")):
+            metrics.reports_dropped.labels("unauthorized").inc()
+            return _text(401, "unauthorized: send 'Authorization: Bearer <token>'")
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            metrics.reports_dropped.labels("too_large").inc()
+            return _text(413, f"report body over {MAX_BODY} bytes")
+        body = await request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            metrics.reports_dropped.labels("too_large").inc()
+            return _text(413, f"report body over {MAX_BODY} bytes")
+        try:
+            parsed = parse_report(body)
+        except ReportError as exc:
+            metrics.reports_dropped.labels("invalid").inc()
+            return _text(400, f"invalid report: {exc}")
+        if not gate.admit(parsed.node_name):
+            metrics.reports_dropped.labels("rate_limited").inc()
+            return _text(429, f"node {parsed.node_name!r} reported less than 500ms ago; "
+                              "send at most two reports per second")
+        await collector.submit(parsed)
+        return web.Response(status=200)
+
+    async def pulls(request: web.Request) -> web.Response:
+        found = collector.pulls()
+        node = request.query.get("node")
+        status = request.query.get("status")
+        body = [p.to_json() for p in found
+                if (node is None or p.node_name == node)
+                and (status is None or p.status.value == status)]
+        return web.json_response({"pulls": body})
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        sub = collector.subscribe()
+        if sub is None:
+            return _text(503, "too many event-stream clients (256); try again later")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+        try:
+            await resp.prepare(request)
+            await resp.write(b": connected\n\n")
+            while True:
+                event = await sub.queue.get()
+                if event is None or sub.dropped:
+                    break
+                payload = json.dumps(event.to_json(), separators=(",", ":"))
+                await resp.write(f"data: {payload}\n\n".encode())
+        except (ConnectionResetError, ConnectionError):
+            pass
+        finally:
+            collector.unsubscribe(sub)
+        return resp
+
+    async def healthz(_: web.Request) -> web.Response:
+        return _text(200, "ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if collector.ready:
+            return _text(200, "ready")
+        return _text(503, "not ready: recovering the database")
+
+    app.router.add_post("/api/v1/report", report)
+    app.router.add_get("/api/v1/pulls", pulls)
+    app.router.add_get("/api/v1/events", events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+def build_metrics_app(collector: Collector) -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=collector.metrics.exposition(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app

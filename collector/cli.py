@@ -1,0 +1,192 @@
+"""`pulltrace collect | record | replay | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from collector.engine import Engine, EngineConfig
+from collector.errors import PulltraceError
+from collector.metrics import Metrics
+from collector.server import parse_addr, start_server
+from collector.service import Collector, Recorder
+from collector.sources.recording import read_recording
+from collector.store import Store
+from collector.timefmt import NS, parse_duration
+
+log = logging.getLogger("pulltrace")
+
+DEFAULT_DB = "data/pulltrace.duckdb"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value else default
+
+
+def _duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def _engine_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pull semantics")
+    g.add_argument("--rate-window", type=_duration, default=10 * NS, metavar="DURATION",
+                   help="window of a layer's speed (default 10s)")
+    g.add_argument("--stall-after", type=_duration, default=30 * NS, metavar="DURATION",
+                   help="a layer below the stall floor this long is stalled (default 30s)")
+    g.add_argument("--stall-floor", type=float, default=1024.0, metavar="BYTES_PER_SEC",
+                   help="slower than this is no progress (default 1024)")
+    g.add_argument("--stale-after", type=_duration, default=600 * NS, metavar="DURATION",
+                   help="a node silent this long: its pulls end as stale (default 10m)")
+    g.add_argument("--history-ttl", type=_duration,
+                   default=_env("PULLTRACE_HISTORY_TTL", "1h"), metavar="DURATION",
+                   help="how long finished pulls stay in /api/v1/pulls "
+                        "(PULLTRACE_HISTORY_TTL, default 1h)")
+
+
+def _engine(args: argparse.Namespace) -> Engine:
+    ttl = args.history_ttl if isinstance(args.history_ttl, int) else parse_duration(
+        args.history_ttl)
+    return Engine(EngineConfig(rate_window_ns=args.rate_window, stall_after_ns=args.stall_after,
+                               stall_floor_bps=args.stall_floor,
+                               stale_after_ns=args.stale_after, history_ttl_ns=ttl))
+
+
+def _serve_flags(p: argparse.ArgumentParser, db_default: str) -> None:
+    p.add_argument("--db", default=db_default,
+                   help=f"DuckDB file to record into (default {db_default})")
+    p.add_argument("--listen", default=_env("PULLTRACE_HTTP_ADDR", "127.0.0.1:8080"),
+                   help="HOST:PORT of the API (PULLTRACE_HTTP_ADDR, default 127.0.0.1:8080)")
+    p.add_argument("--metrics-listen", default=_env("PULLTRACE_METRICS_ADDR", "127.0.0.1:9090"),
+                   help="HOST:PORT of /metrics (PULLTRACE_METRICS_ADDR, default 127.0.0.1:9090)")
+    p.add_argument("--token", default=_env("PULLTRACE_AGENT_TOKEN"),
+                   help="require 'Authorization: Bearer TOKEN' on reports "
+                        "(PULLTRACE_AGENT_TOKEN)")
+    _engine_flags(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pulltrace", description="See container image pulls while they run.")
+    parser.add_argument("--log-level", default=_env("PULLTRACE_LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warn", "warning", "error"],
+                        type=str.lower, help="(PULLTRACE_LOG_LEVEL, default info)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    collect = sub.add_parser("collect", help="run the collector: API, metrics, DuckDB")
+    _serve_flags(collect, DEFAULT_DB)
+    collect.add_argument("--record", metavar="FILE",
+                         help="also append every accepted report to this JSONL recording")
+
+    record = sub.add_parser("record", help="run the collector and write a JSONL recording")
+    record.add_argument("file", help="JSONL recording to append to")
+    _serve_flags(record, ":memory:")
+
+    replay = sub.add_parser("replay", help="run a recording through the engine into DuckDB")
+    replay.add_argument("file", help="JSONL recording")
+    replay.add_argument("--db", required=True, help="DuckDB file to write")
+    replay.add_argument("--speed", type=_positive, default=None,
+                        help="X times real time (default: as fast as possible)")
+    _engine_flags(replay)
+
+    demo = sub.add_parser("demo", help="show a pull end to end, then a summary")
+    demo.add_argument("--db", default="data/demo.duckdb", help="(default data/demo.duckdb)")
+    demo.add_argument("--recording", default=None,
+                      help="recording to replay (default: the bundled one in data/)")
+    demo.add_argument("--listen", default="127.0.0.1:8080")
+    demo.add_argument("--metrics-listen", default="127.0.0.1:9090")
+    demo.add_argument("--speed", type=_positive, default=1.0,
+                      help="replay speed (default 1: real time)")
+    return parser
+
+
+async def _collect(args: argparse.Namespace, record: str | None) -> None:
+    listen = parse_addr(args.listen, "--listen")
+    metrics_listen = parse_addr(args.metrics_listen, "--metrics-listen")
+    store = Store(args.db)
+    recorder = Recorder(record) if record else None
+    collector = Collector(_engine(args), store, Metrics(), recorder)
+    server = await start_server(collector, listen, metrics_listen, args.token)
+    log.info("collecting into %s; API %s; metrics %s", args.db, server.url, server.metrics_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await server.stop()
+
+
+def _replay(args: argparse.Namespace) -> None:
+    engine = _engine(args)
+    with Store(args.db) as store:
+        batch = []
+        first_ts = start = None
+        count = 0
+        for report in read_recording(args.file):
+            if args.speed is not None:
+                if first_ts is None:
+                    first_ts, start = report.timestamp, time.monotonic()
+                assert start is not None
+                due = start + (report.timestamp - first_ts) / NS / args.speed
+                if (wait := due - time.monotonic()) > 0:
+                    if batch:
+                        store.write(batch)
+                        batch = []
+                    time.sleep(wait)
+            batch.append(engine.ingest(report))
+            count += 1
+            if len(batch) >= 1000:
+                store.write(batch)
+                batch = []
+        store.write(batch)
+        print(f"replayed {count} reports into {args.db}: {store.count('pulls')} pulls, "
+              f"{store.count('samples')} samples, {store.count('events')} events")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {"warn": "warning"}.get(args.log_level, args.log_level)
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        if args.command == "collect":
+            asyncio.run(_collect(args, args.record))
+        elif args.command == "record":
+            asyncio.run(_collect(args, args.file))
+        elif args.command == "replay":
+            _replay(args)
+        elif args.command == "demo":
+            from collector.demo import run_demo
+
+            run_demo(args)
+    except PulltraceError as exc:
+        print(f"pulltrace {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,111 @@
+"""Prometheus metrics, on a registry of their own.
+
+The seven names of the original keep their names, types and buckets. Labels stay
+low-cardinality: node names at most; never images or digests. Media types are folded onto a
+fixed set so a reporter cannot invent label values.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from collector.model import EventType
+from collector.records import Output
+from collector.timefmt import NS
+
+DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600)
+
+_MEDIA_KINDS = {
+    "application/vnd.oci.image.layer.v1.tar+gzip": "oci-layer-gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd": "oci-layer-zstd",
+    "application/vnd.oci.image.layer.v1.tar": "oci-layer",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "docker-layer-gzip",
+    "application/vnd.oci.image.manifest.v1+json": "oci-manifest",
+    "application/vnd.oci.image.index.v1+json": "oci-index",
+    "application/vnd.oci.image.config.v1+json": "oci-config",
+    "application/vnd.docker.distribution.manifest.v2+json": "docker-manifest",
+    "application/vnd.docker.distribution.manifest.list.v2+json": "docker-manifest-list",
+    "application/vnd.docker.container.image.v1+json": "docker-config",
+}
+
+
+def media_kind(media_type: str) -> str:
+    """A bounded label value for a media type ("unknown" when a reporter sent none)."""
+    if not media_type:
+        return "unknown"
+    return _MEDIA_KINDS.get(media_type, "other")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.pulls_active = Gauge("pulltrace_pulls_active", "Pulls in progress", registry=r)
+        self.pulls_total = Counter("pulltrace_pulls_total", "Pulls seen", registry=r)
+        self.pull_duration = Histogram(
+            "pulltrace_pull_duration_seconds", "Duration of completed pulls",
+            buckets=DURATION_BUCKETS, registry=r)
+        self.pull_bytes = Counter("pulltrace_pull_bytes_total", "Bytes fetched", registry=r)
+        self.pull_errors = Counter("pulltrace_pull_errors_total", "Failed pulls", registry=r)
+        self.agent_reports = Counter("pulltrace_agent_reports_total", "Reports accepted",
+                                     registry=r)
+        self.sse_clients = Gauge("pulltrace_sse_clients_active", "Clients of /api/v1/events",
+                                 registry=r)
+        # Beyond the original.
+        self.samples = Counter("pulltrace_samples_total", "Layer samples recorded", registry=r)
+        self.reports_dropped = Counter(
+            "pulltrace_reports_dropped_total",
+            "Reports dropped: duplicate, out_of_order (older than the node's last), "
+            "rate_limited, invalid, unauthorized, too_large", ["reason"], registry=r)
+        self.stalls = Counter("pulltrace_stalls_total", "Layers that stalled", ["node"],
+                              registry=r)
+        self.stalled_pulls = Gauge("pulltrace_pulls_stalled", "Pulls whose layers all stall",
+                                   registry=r)
+        self.fetched_by_media = Counter(
+            "pulltrace_fetched_bytes_total", "Bytes fetched by media type", ["media_type"],
+            registry=r)
+        self.pulls_finished = Counter("pulltrace_pulls_finished_total",
+                                      "Pulls ended, by status (completed, failed, stale)",
+                                      ["status"], registry=r)
+        self.store_errors = Counter("pulltrace_store_errors_total",
+                                    "Failed writes to the database", registry=r)
+        self.source_gaps = Counter("pulltrace_source_gaps_total",
+                                   "Times a source (containerd) became unreachable", ["source"],
+                                   registry=r)
+
+    def observe(self, out: Output) -> None:
+        """Count what one engine output says happened (after it was committed)."""
+        if out.report is not None:
+            if out.accepted:
+                self.agent_reports.inc()
+            elif out.drop_reason:
+                self.reports_dropped.labels(out.drop_reason).inc()
+        self.samples.inc(len(out.samples))
+        fetched = 0
+        for sample in out.samples:
+            if sample.fetched_bytes:
+                fetched += sample.fetched_bytes
+                self.fetched_by_media.labels(media_kind(sample.media_type)).inc(
+                    sample.fetched_bytes)
+        self.pull_bytes.inc(fetched)
+        for event in out.events:
+            kind = event.type
+            if kind is EventType.PULL_STARTED:
+                self.pulls_total.inc()
+            elif kind is EventType.LAYER_STALLED:
+                self.stalls.labels(event.node_name).inc()
+            elif kind in (EventType.PULL_COMPLETED, EventType.PULL_FAILED,
+                          EventType.PULL_STALE):
+                self.pulls_finished.labels(event.pull.status.value).inc()
+                if kind is EventType.PULL_FAILED:
+                    self.pull_errors.inc()
+                if kind is EventType.PULL_COMPLETED and event.pull.completed_at is not None:
+                    self.pull_duration.observe(
+                        (event.pull.completed_at - event.pull.started_at) / NS)
+
+    def set_gauges(self, active: int, stalled: int) -> None:
+        self.pulls_active.set(active)
+        self.stalled_pulls.set(stalled)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

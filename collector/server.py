@@ -1,0 +1,85 @@
+"""Starting and stopping the collector's two listeners around a :class:`Collector`."""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from collector.api import ReportGate, build_app, build_metrics_app
+from collector.errors import ConfigError
+from collector.service import Collector
+
+
+def parse_addr(text: str, flag: str) -> tuple[str, int]:
+    """HOST:PORT, [IPv6]:PORT or Go's :PORT (all interfaces)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{flag}: {text!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - Go's ":8080" means every interface
+    return host, int(port)
+
+
+@dataclass
+class Server:
+    collector: Collector
+    runners: list[web.AppRunner]
+    http_addr: tuple[str, int]
+    metrics_addr: tuple[str, int]
+
+    @property
+    def url(self) -> str:
+        return f"http://{_host(self.http_addr[0])}:{self.http_addr[1]}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{_host(self.metrics_addr[0])}:{self.metrics_addr[1]}/metrics"
+
+    async def stop(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+        await self.collector.stop()
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def _listen(app: web.Application, addr: tuple[str, int],
+                  flag: str) -> tuple[web.AppRunner, tuple[str, int]]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, addr[0], addr[1], reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"{flag}: {addr[0]}:{addr[1]} is already in use; "
+                              "stop what listens there or choose another port") from exc
+        raise ConfigError(f"{flag}: cannot listen on {addr[0]}:{addr[1]}: "
+                          f"{exc.strerror}") from exc
+    sockets = [s for s in site._server.sockets] if site._server else []  # noqa: SLF001
+    bound = sockets[0].getsockname()[:2] if sockets else addr
+    return runner, (str(bound[0]), int(bound[1]))
+
+
+async def start_server(collector: Collector, listen: tuple[str, int],
+                       metrics_listen: tuple[str, int], token: str | None = None,
+                       gate: ReportGate | None = None) -> Server:
+    """Recover the store, then listen. Port 0 picks a free port (see ``Server.http_addr``)."""
+    await collector.start()
+    runners: list[web.AppRunner] = []
+    try:
+        runner, http_addr = await _listen(build_app(collector, token, gate), listen, "--listen")
+        runners.append(runner)
+        runner, metrics_addr = await _listen(build_metrics_app(collector), metrics_listen,
+                                             "--metrics-listen")
+        runners.append(runner)
+    except BaseException:
+        for started in runners:
+            await started.cleanup()
+        await collector.stop()
+        raise
+    return Server(collector, runners, http_addr, metrics_addr)

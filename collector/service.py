@@ -1,0 +1,230 @@
+"""The live collector: engine + store + metrics + event fan-out, on one asyncio loop.
+
+Reports go through the engine at once (it is fast and pure); their rows queue for the store,
+and one committer task writes whatever has queued in one transaction while the next batch
+gathers (group commit). A report's caller is answered only after the batch holding it is
+committed, so an acknowledged sample survives ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from collector.engine import Engine
+from collector.errors import PulltraceError, StoreError
+from collector.metrics import Metrics
+from collector.model import AgentReport, PullEvent, PullStatus
+from collector.records import Output
+from collector.store import Store
+
+log = logging.getLogger("pulltrace.collector")
+
+Clock = Callable[[], int]
+MAX_SSE_CLIENTS = 256
+SSE_QUEUE = 1024  # events a client may lag behind before it is dropped
+
+
+def wall_clock() -> int:
+    return time.time_ns()
+
+
+class Recorder:
+    """Appends accepted reports to a JSONL recording, synced with each commit."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: IO[str] = self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise PulltraceError(f"cannot write the recording {self.path}: {exc.strerror}") \
+                from exc
+
+    def write(self, reports: list[AgentReport]) -> None:
+        if not reports:
+            return
+        self._file.write("".join(r.dumps() + "\n" for r in reports))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Subscription:
+    """One SSE client: a bounded queue; overflowing it ends the subscription."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[PullEvent | None] = asyncio.Queue(SSE_QUEUE)
+        self.dropped = False
+
+    def push(self, event: PullEvent) -> bool:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped = True
+            return False
+        return True
+
+
+@dataclass
+class _Item:
+    out: Output
+    future: asyncio.Future[None] | None
+
+
+@dataclass
+class Collector:
+    engine: Engine
+    store: Store
+    metrics: Metrics
+    recorder: Recorder | None = None
+    clock: Clock = wall_clock
+    tick_interval: float = 1.0
+    ready: bool = False
+    _queue: list[_Item] = field(default_factory=list)
+    _wake: asyncio.Event | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="pulltrace-store"))
+    _subscribers: set[Subscription] = field(default_factory=set)
+    _last_future: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        recovered = await loop.run_in_executor(self._executor, self.store.recover, self.engine)
+        if recovered:
+            log.info("rebuilt %d in-flight pulls from %s", recovered, self.store.path)
+        self._refresh_gauges()
+        self._tasks = [asyncio.create_task(self._commit_loop(), name="pulltrace-commit"),
+                       asyncio.create_task(self._tick_loop(), name="pulltrace-tick")]
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._queue:  # flush what was accepted but not yet committed
+            await self._write([item.out for item in self._queue])
+            self._resolve(self._queue)
+            self._queue = []
+        for sub in list(self._subscribers):
+            sub.queue.put_nowait(None) if not sub.queue.full() else None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.store.close)
+        self._executor.shutdown(wait=True)
+        if self.recorder:
+            self.recorder.close()
+
+    # --- ingest ------------------------------------------------------------------------
+
+    async def submit(self, report: AgentReport) -> Output:
+        """Run a report through the engine; return once its rows are committed.
+
+        A dropped report (repeated or older than its node's last) waits for whatever is
+        already queued, so its answer never precedes the commit of the one it repeats.
+        """
+        out = self.engine.ingest(report)
+        loop = asyncio.get_running_loop()
+        if not out.accepted:
+            self.metrics.observe(out)
+            if self._last_future is not None and not self._last_future.done():
+                await asyncio.shield(self._last_future)
+            return out
+        future: asyncio.Future[None] = loop.create_future()
+        self._enqueue(_Item(out, future))
+        self._last_future = future
+        await asyncio.shield(future)
+        return out
+
+    def _enqueue(self, item: _Item) -> None:
+        self._queue.append(item)
+        assert self._wake is not None
+        self._wake.set()
+
+    async def _commit_loop(self) -> None:
+        assert self._wake is not None
+        backoff = 0.1
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._queue
+                try:
+                    await self._write([item.out for item in batch])
+                except StoreError as exc:
+                    # Keep the batch (in order) and retry: its callers are still waiting.
+                    self.metrics.store_errors.inc()
+                    log.error("%s; retrying in %.1fs", exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff = 0.1
+                self._queue = self._queue[len(batch):]
+                self._resolve(batch)
+
+    async def _write(self, outs: list[Output]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._write_sync, outs)
+
+    def _write_sync(self, outs: list[Output]) -> None:
+        self.store.write(outs)
+        if self.recorder:
+            self.recorder.write([o.report for o in outs if o.report and o.accepted])
+
+    def _resolve(self, batch: list[_Item]) -> None:
+        for item in batch:
+            self.metrics.observe(item.out)
+            self._publish(item.out.events)
+            if item.future is not None and not item.future.done():
+                item.future.set_result(None)
+        self._refresh_gauges()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            out = self.engine.tick(self.clock())
+            if out.events or out.pulls:
+                self._enqueue(_Item(out, None))
+
+    def _refresh_gauges(self) -> None:
+        self.metrics.set_gauges(self.engine.active_count(), self.engine.stalled_count())
+        self.metrics.sse_clients.set(len(self._subscribers))
+
+    # --- reading -----------------------------------------------------------------------
+
+    def pulls(self) -> list[PullStatus]:
+        return self.engine.pulls()
+
+    def subscribe(self) -> Subscription | None:
+        if len(self._subscribers) >= MAX_SSE_CLIENTS:
+            return None
+        sub = Subscription()
+        self._subscribers.add(sub)
+        self.metrics.sse_clients.set(len(self._subscribers))
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+        self.metrics.sse_clients.set(len(self._subscribers))
+
+    def _publish(self, events: list[PullEvent]) -> None:
+        for sub in list(self._subscribers):
+            for event in events:
+                if not sub.push(event):
+                    # A slow client is dropped, never waited for.
+                    self._subscribers.discard(sub)
+                    break

@@ -1,0 +1,249 @@
+"""DuckDB recording: schema, batched appends through Arrow, recovery at start.
+
+One process writes the file. Every call to :meth:`Store.write` is one transaction, so the
+caller can acknowledge the reports of a batch once it returns (group commit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from collector.engine import Engine
+from collector.errors import StoreError
+from collector.model import FINISHED, AgentReport, parse_report
+from collector.records import EventRow, LayerRow, Output, Progress, PullRow, Sample
+from collector.timefmt import NS
+
+SCHEMA_VERSION = 1
+_TIME_FIELDS = {"ts", "updated_at", "started_at", "completed_at", "first_seen", "last_seen",
+                "first_byte_at"}
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS reports (seq BIGINT, ts TIMESTAMP_NS, node VARCHAR, body VARCHAR);
+CREATE TABLE IF NOT EXISTS samples (
+    ts TIMESTAMP_NS, updated_at TIMESTAMP_NS, node VARCHAR, pull_id VARCHAR,
+    image_ref VARCHAR, digest VARCHAR, media_type VARCHAR, status VARCHAR,
+    downloaded_bytes BIGINT, total_bytes BIGINT, fetched_bytes BIGINT, bytes_per_sec DOUBLE);
+CREATE TABLE IF NOT EXISTS pull_progress (
+    ts TIMESTAMP_NS, node VARCHAR, pull_id VARCHAR, image_ref VARCHAR, status VARCHAR,
+    downloaded_bytes BIGINT, total_bytes BIGINT, cached_bytes BIGINT, bytes_per_sec DOUBLE,
+    eta_seconds DOUBLE, percent DOUBLE, layers_done INTEGER, layer_count INTEGER);
+CREATE TABLE IF NOT EXISTS pulls (
+    id VARCHAR, node VARCHAR, image_ref VARCHAR, status VARCHAR, started_at TIMESTAMP_NS,
+    completed_at TIMESTAMP_NS, first_seen TIMESTAMP_NS, last_seen TIMESTAMP_NS,
+    total_bytes BIGINT, downloaded_bytes BIGINT, cached_bytes BIGINT, fetched_bytes BIGINT,
+    peak_bytes_per_sec DOUBLE, layer_count INTEGER, layers_done INTEGER, error VARCHAR);
+CREATE TABLE IF NOT EXISTS layers (
+    pull_id VARCHAR, digest VARCHAR, node VARCHAR, image_ref VARCHAR, media_type VARCHAR,
+    status VARCHAR, total_bytes BIGINT, downloaded_bytes BIGINT, fetched_bytes BIGINT,
+    started_at TIMESTAMP_NS, first_seen TIMESTAMP_NS, first_byte_at TIMESTAMP_NS,
+    completed_at TIMESTAMP_NS, last_seen TIMESTAMP_NS, restarts INTEGER);
+CREATE TABLE IF NOT EXISTS events (
+    ts TIMESTAMP_NS, type VARCHAR, node VARCHAR, pull_id VARCHAR, image_ref VARCHAR,
+    digest VARCHAR, status VARCHAR, error VARCHAR);
+CREATE OR REPLACE VIEW errors AS
+    SELECT ts, node, pull_id, image_ref, error FROM events WHERE type = 'pull.failed';
+CREATE OR REPLACE VIEW stalls AS
+    SELECT ts, node, pull_id, image_ref, digest, type FROM events
+    WHERE type IN ('layer.stalled', 'pull.stalled');
+"""
+
+TABLES = ("reports", "samples", "pull_progress", "pulls", "layers", "events")
+
+
+def _arrow_type(name: str, hint: Any) -> pa.DataType:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if isinstance(hint, types.UnionType) and args else hint
+    if name in _TIME_FIELDS:
+        return pa.timestamp("ns")
+    return {int: pa.int64(), float: pa.float64(), str: pa.string()}[base]
+
+
+def _schema(row_type: type) -> pa.Schema:
+    hints = typing.get_type_hints(row_type)
+    return pa.schema([(f.name, _arrow_type(f.name, hints[f.name]))
+                      for f in dataclasses.fields(row_type)])
+
+
+_SCHEMAS = {cls: _schema(cls) for cls in (Sample, Progress, PullRow, LayerRow, EventRow)}
+
+
+def to_arrow(rows: Sequence[Any], row_type: type) -> pa.Table:
+    schema = _SCHEMAS[row_type]
+    columns = [pa.array([getattr(r, name) for r in rows], type=schema.field(name).type)
+               for name in schema.names]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class Store:
+    """A DuckDB file (or ``:memory:``) holding everything the collector saw."""
+
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        self.path = str(path)
+        if self.path != ":memory:" and not read_only:
+            parent = Path(self.path).resolve().parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder for the database {self.path}: "
+                                 f"{exc.strerror}; choose another --db path") from exc
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only)
+            if not read_only:
+                self.con.execute(_DDL)
+                self.con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                                 [str(SCHEMA_VERSION)])
+        except duckdb.IOException as exc:
+            raise StoreError(_open_hint(self.path, exc)) from exc
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+        self._seq = 0
+        if not read_only:
+            row = self.con.execute("SELECT coalesce(max(seq), 0) FROM reports").fetchone()
+            self._seq = int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing -------------------------------------------------------------------------
+
+    def write(self, outputs: Iterable[Output]) -> None:
+        """Append one batch in one transaction; raises StoreError and writes nothing on
+        failure."""
+        samples: list[Sample] = []
+        progress: list[Progress] = []
+        events: list[EventRow] = []
+        pulls: dict[str, PullRow] = {}
+        layers: dict[tuple[str, str], LayerRow] = {}
+        reports: list[tuple[int, int, str, str]] = []
+        for out in outputs:
+            if out.report is not None and out.accepted:
+                self._seq += 1
+                reports.append((self._seq, out.report.timestamp, out.report.node_name,
+                                out.report.dumps()))
+            samples += out.samples
+            progress += out.progress
+            events += out.event_rows()
+            pulls.update((p.id, p) for p in out.pulls)
+            layers.update(((r.pull_id, r.digest), r) for r in out.layers)
+        try:
+            self.con.execute("BEGIN TRANSACTION")
+            if reports:
+                table = pa.table({
+                    "seq": pa.array([r[0] for r in reports], pa.int64()),
+                    "ts": pa.array([r[1] for r in reports], pa.timestamp("ns")),
+                    "node": pa.array([r[2] for r in reports], pa.string()),
+                    "body": pa.array([r[3] for r in reports], pa.string()),
+                })
+                self._append("reports", table)
+            self._append("samples", to_arrow(samples, Sample))
+            self._append("pull_progress", to_arrow(progress, Progress))
+            self._append("events", to_arrow(events, EventRow))
+            self._upsert("pulls", to_arrow(list(pulls.values()), PullRow), ("id",))
+            self._upsert("layers", to_arrow(list(layers.values()), LayerRow),
+                         ("pull_id", "digest"))
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self._seq -= len(reports)
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            raise StoreError(f"could not write to {self.path}: {exc}") from exc
+
+    def _append(self, name: str, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self.con.register("_batch", table)
+        try:
+            self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _batch")  # noqa: S608
+        finally:
+            self.con.unregister("_batch")
+
+    def _upsert(self, name: str, table: pa.Table, key: tuple[str, ...]) -> None:
+        if table.num_rows == 0:
+            return
+        self.con.register("_batch", table)
+        try:
+            cols = ", ".join(key)
+            self.con.execute(f"DELETE FROM {name} WHERE ({cols}) IN "  # noqa: S608
+                             f"(SELECT ({cols}) FROM _batch)")
+            self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _batch")  # noqa: S608
+        finally:
+            self.con.unregister("_batch")
+
+    # --- reading -------------------------------------------------------------------------
+
+    def count(self, table: str) -> int:
+        if table not in TABLES:
+            raise StoreError(f"no table {table!r}; tables are {', '.join(TABLES)}")
+        row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+        return int(row[0]) if row else 0
+
+    def reports(self, since_ns: int | None = None) -> Iterator[AgentReport]:
+        """Accepted reports in arrival order, from ``since_ns`` on."""
+        query = "SELECT body FROM reports"
+        params: list[Any] = []
+        if since_ns is not None:
+            query += " WHERE epoch_ns(ts) >= ?"
+            params.append(since_ns)
+        cur = self.con.cursor()
+        try:
+            cur.execute(query + " ORDER BY seq", params)
+            while rows := cur.fetchmany(1000):
+                for (body,) in rows:
+                    yield parse_report(body)
+        finally:
+            cur.close()
+
+    def recover(self, engine: Engine) -> int:
+        """Rebuild the engine's in-flight pulls; returns how many are active again.
+
+        Finished pulls are remembered so that repeats of them change nothing; the reports
+        since the oldest in-flight pull are replayed through the engine (their output is
+        already in the file and is discarded).
+        """
+        finished = ", ".join(f"'{s.value}'" for s in FINISHED)
+        horizon = self.con.execute("SELECT epoch_ns(max(ts)) FROM reports").fetchone()
+        if not horizon or horizon[0] is None:
+            return 0
+        keep_from = int(horizon[0]) - 24 * 3600 * NS
+        for node, image, started, done in self.con.execute(
+                "SELECT node, image_ref, epoch_ns(started_at), epoch_ns(completed_at) "
+                f"FROM pulls WHERE status IN ({finished}) "  # noqa: S608
+                "AND epoch_ns(completed_at) >= ?", [keep_from]).fetchall():
+            engine.mark_finished(node, image, int(started), int(done))
+        row = self.con.execute(
+            "SELECT epoch_ns(min(first_seen)) FROM pulls "
+            f"WHERE status NOT IN ({finished})").fetchone()  # noqa: S608
+        if row and row[0] is not None:
+            for report in self.reports(since_ns=int(row[0])):
+                engine.ingest(report)
+        for node, last in self.con.execute(
+                "SELECT node, epoch_ns(max(ts)) FROM reports GROUP BY node").fetchall():
+            engine.restore_last_report(node, int(last))
+        return engine.active_count()
+
+
+def _open_hint(path: str, exc: Exception) -> str:
+    text = str(exc)
+    if "lock" in text.lower():
+        return (f"the database {path} is in use by another process (DuckDB allows one "
+                f"writer); stop it, or read the live collector through its API")
+    return f"cannot open the database {path}: {text}; check the path and its permissions"
