@@ -33,8 +33,8 @@ MAX_SSE_CLIENTS = 256
 SSE_QUEUE = 1024  # events a client may lag behind before it is dropped
 
 
-def wall_clock() -> int:
-    return time.time_ns()
+def monotonic_clock() -> int:
+    return time.monotonic_ns()
 
 
 class Recorder:
@@ -88,7 +88,7 @@ class Collector:
     store: Store
     metrics: Metrics
     recorder: Recorder | None = None
-    clock: Clock = wall_clock
+    clock: Clock = monotonic_clock
     tick_interval: float = 1.0
     ready: bool = False
     _queue: list[_Item] = field(default_factory=list)
@@ -98,6 +98,8 @@ class Collector:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="pulltrace-store"))
     _subscribers: set[Subscription] = field(default_factory=set)
     _last_future: asyncio.Future[None] | None = None
+    _base: int = 0  # the latest report time seen ...
+    _last_input: int | None = None  # ... and our clock when it arrived
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -105,6 +107,8 @@ class Collector:
         recovered = await loop.run_in_executor(self._executor, self.store.recover, self.engine)
         if recovered:
             log.info("rebuilt %d in-flight pulls from %s", recovered, self.store.path)
+        if self.engine.now:
+            self._base, self._last_input = self.engine.now, self.clock()
         self._refresh_gauges()
         self._tasks = [asyncio.create_task(self._commit_loop(), name="pulltrace-commit"),
                        asyncio.create_task(self._tick_loop(), name="pulltrace-tick")]
@@ -138,6 +142,8 @@ class Collector:
         already queued, so its answer never precedes the commit of the one it repeats.
         """
         out = self.engine.ingest(report)
+        if out.accepted and report.timestamp > self._base:
+            self._base, self._last_input = report.timestamp, self.clock()
         loop = asyncio.get_running_loop()
         if not out.accepted:
             self.metrics.observe(out)
@@ -196,7 +202,12 @@ class Collector:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            out = self.engine.tick(self.clock())
+            if self._last_input is None:
+                continue
+            # Time in the reporters' terms: the latest report's time plus what has passed
+            # since it arrived. Reporters' clocks need not agree with ours.
+            now = self._base + (self.clock() - self._last_input)
+            out = self.engine.tick(now)
             if out.events or out.pulls:
                 self._enqueue(_Item(out, None))
 

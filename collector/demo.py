@@ -1,0 +1,176 @@
+"""`pulltrace demo`: a collector on its DuckDB file, fed a real recording over HTTP in real
+time, drawn in the terminal, then summed up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from collector.engine import Engine
+from collector.errors import ConfigError
+from collector.metrics import Metrics
+from collector.model import AgentReport, PullStatus
+from collector.server import Server, parse_addr, start_server
+from collector.service import Collector
+from collector.sources.recording import read_recording, shift
+from collector.store import Store
+from collector.timefmt import NS
+
+BUNDLED = Path("data/recording.jsonl")
+MB = 1_000_000
+
+
+@dataclass
+class Summary:
+    pulls: int
+    completed: int
+    failed: int
+    stalled: int
+    fetched_bytes: int
+    cached_bytes: int
+    mean_bps: float
+    peak_bps: float
+    errors: list[str]
+
+
+def summarize(store: Store) -> Summary:
+    con = store.con
+    row = con.execute("""
+        SELECT count(*), count(*) FILTER (status = 'completed'),
+               count(*) FILTER (status = 'failed'), coalesce(sum(fetched_bytes), 0),
+               coalesce(sum(cached_bytes), 0)
+        FROM pulls""").fetchone()
+    assert row is not None
+    stalled = con.execute("SELECT count(DISTINCT pull_id) FROM stalls").fetchone()
+    # Throughput of the whole run from fetched bytes per second of report time.
+    rate = con.execute("""
+        WITH per_second AS (
+            SELECT date_trunc('second', updated_at) AS s, sum(fetched_bytes) AS b
+            FROM samples GROUP BY 1)
+        SELECT coalesce(max(b), 0),
+               coalesce(sum(b) / greatest(epoch(max(s)) - epoch(min(s)) + 1, 1), 0)
+        FROM per_second""").fetchone()
+    errors = [f"{image} on {node}: {error}" for image, node, error in con.execute(
+        "SELECT image_ref, node, error FROM errors ORDER BY ts").fetchall()]
+    return Summary(pulls=int(row[0]), completed=int(row[1]), failed=int(row[2]),
+                   stalled=int(stalled[0]) if stalled else 0, fetched_bytes=int(row[3]),
+                   cached_bytes=int(row[4]), mean_bps=float(rate[1]) if rate else 0.0,
+                   peak_bps=float(rate[0]) if rate else 0.0, errors=errors)
+
+
+def _bar(pull: PullStatus, width: int = 24) -> str:
+    pct = pull.percent or 0.0
+    filled = int(width * pct / 100)
+    speed = f"{pull.bytes_per_sec / MB:6.2f} MB/s" if pull.bytes_per_sec is not None \
+        else "     - MB/s"
+    eta = f"ETA {pull.eta_seconds:5.1f}s" if pull.eta_seconds is not None else "ETA     -"
+    image = pull.image_ref if len(pull.image_ref) <= 28 else "..." + pull.image_ref[-25:]
+    return (f"{pull.node_name:<8} {image:<28} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{pct:5.1f}% {speed} {eta} {pull.status.value}")
+
+
+class Screen:
+    """Redraws the pull bars in place on a terminal; prints a line now and then elsewhere."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self._lines = 0
+        self._last_plain = 0.0
+
+    def draw(self, pulls: list[PullStatus], note: str) -> None:
+        lines = [note] + [_bar(p) for p in sorted(pulls, key=lambda p: p.started_at)]
+        if self.tty:
+            if self._lines:
+                sys.stdout.write(f"\x1b[{self._lines}F\x1b[J")
+            width = shutil.get_terminal_size().columns
+            sys.stdout.write("\n".join(line[:width] for line in lines) + "\n")
+            self._lines = len(lines)
+        elif time.monotonic() - self._last_plain >= 5:
+            sys.stdout.write("\n".join(lines) + "\n\n")
+            self._last_plain = time.monotonic()
+        sys.stdout.flush()
+
+
+async def _feed(url: str, reports: list[AgentReport], speed: float) -> int:
+    """Post the reports at their pace, moved to now so the live clock agrees with them."""
+    first = reports[0].timestamp
+    delta = time.time_ns() - first
+    start = time.monotonic()
+    sent = 0
+    async with aiohttp.ClientSession() as session:
+        for report in reports:
+            due = start + (report.timestamp - first) / NS / speed
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            body = shift(report, delta)
+            while True:
+                async with session.post(url + "/api/v1/report", data=body.dumps()) as resp:
+                    if resp.status == 429:  # this node's previous report was < 500 ms ago
+                        await asyncio.sleep(0.1)
+                        continue
+                    if resp.status != 200:
+                        raise ConfigError(f"the collector answered {resp.status}: "
+                                          f"{await resp.text()}")
+                    sent += 1
+                    break
+    return sent
+
+
+async def _listen_or_any(collector: Collector, listen: str, metrics: str) -> Server:
+    try:
+        return await start_server(collector, parse_addr(listen, "--listen"),
+                                  parse_addr(metrics, "--metrics-listen"))
+    except ConfigError as exc:
+        print(f"{exc}; using free ports instead")
+        collector.ready = False
+        return await start_server(collector, ("127.0.0.1", 0), ("127.0.0.1", 0))
+
+
+async def _run(args: argparse.Namespace, reports: list[AgentReport], source: str) -> None:
+    db = Path(args.db)
+    for stale in (db, Path(str(db) + ".wal")):
+        stale.unlink(missing_ok=True)
+    collector = Collector(Engine(), Store(db), Metrics())
+    server = await _listen_or_any(collector, args.listen, args.metrics_listen)
+    seconds = (reports[-1].timestamp - reports[0].timestamp) / NS / args.speed
+    print(f"pulltrace demo: {source}\n  collector {server.url}, metrics {server.metrics_url}, "
+          f"database {db}\n  {len(reports)} reports over {seconds:.0f}s\n")
+    screen = Screen()
+    feed = asyncio.create_task(_feed(server.url, reports, args.speed))
+    started = time.monotonic()
+    while not feed.done():
+        note = f"t+{time.monotonic() - started:4.0f}s  active {collector.engine.active_count()}"
+        screen.draw(collector.pulls(), note)
+        await asyncio.wait({feed}, timeout=0.5)
+    screen.draw(collector.pulls(), f"t+{time.monotonic() - started:4.0f}s  done")
+    sent = feed.result()
+    metrics_url = server.metrics_url
+    await server.stop()
+    with Store(db, read_only=True) as store:
+        s = summarize(store)
+    print(f"\nSummary ({sent} reports)\n"
+          f"  pulls       {s.pulls}: {s.completed} completed, {s.failed} failed, "
+          f"{s.pulls - s.completed - s.failed} unfinished\n"
+          f"  fetched     {s.fetched_bytes / MB:.1f} MB (+{s.cached_bytes / MB:.1f} MB cached)\n"
+          f"  throughput  mean {s.mean_bps / MB:.2f} MB/s, peak {s.peak_bps / MB:.2f} MB/s "
+          f"(per second of download)\n"
+          f"  stalls      {s.stalled} pull(s) with a stalled layer\n"
+          f"  errors      {len(s.errors)}")
+    for line in s.errors:
+        print(f"    - {line}")
+    print(f"  database    {db.resolve()} (tables samples, pull_progress, pulls, layers, events)\n"
+          f"  metrics     {metrics_url} (served while the collector runs)")
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    path = Path(args.recording) if args.recording else BUNDLED
+    reports = list(read_recording(path))
+    if not reports:
+        raise ConfigError(f"the recording {path} holds no reports")
+    asyncio.run(_run(args, reports, f"replaying the recording {path} in real time"))
