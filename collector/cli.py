@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from collector.engine import Engine, EngineConfig
 from collector.errors import PulltraceError
 from collector.metrics import Metrics
+from collector.records import Output
 from collector.server import parse_addr, start_server
 from collector.service import Collector, Recorder
 from collector.sources.recording import read_recording
@@ -27,7 +28,7 @@ DEFAULT_DB = "data/pulltrace.duckdb"
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
-    return value if value else default
+    return value or default
 
 
 def _duration(text: str) -> int:
@@ -139,7 +140,7 @@ async def _collect(args: argparse.Namespace, record: str | None) -> None:
 def _replay(args: argparse.Namespace) -> None:
     engine = _engine(args)
     with Store(args.db) as store:
-        batch = []
+        batch: list[Output] = []
         first_ts = start = None
         count = 0
         for report in read_recording(args.file):

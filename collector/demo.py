@@ -132,10 +132,8 @@ async def _listen_or_any(collector: Collector, listen: str, metrics: str) -> Ser
         return await start_server(collector, ("127.0.0.1", 0), ("127.0.0.1", 0))
 
 
-async def _run(args: argparse.Namespace, reports: list[AgentReport], source: str) -> None:
-    db = Path(args.db)
-    for stale in (db, Path(str(db) + ".wal")):
-        stale.unlink(missing_ok=True)
+async def _run(args: argparse.Namespace, db: Path, reports: list[AgentReport],
+               source: str) -> None:
     collector = Collector(Engine(), Store(db), Metrics())
     server = await _listen_or_any(collector, args.listen, args.metrics_listen)
     seconds = (reports[-1].timestamp - reports[0].timestamp) / NS / args.speed
@@ -164,13 +162,16 @@ async def _run(args: argparse.Namespace, reports: list[AgentReport], source: str
           f"  errors      {len(s.errors)}")
     for line in s.errors:
         print(f"    - {line}")
-    print(f"  database    {db.resolve()} (tables samples, pull_progress, pulls, layers, events)\n"
+    print(f"  database    {db} (tables samples, pull_progress, pulls, layers, events)\n"
           f"  metrics     {metrics_url} (served while the collector runs)")
 
 
 def run_demo(args: argparse.Namespace) -> None:
     path = Path(args.recording) if args.recording else BUNDLED
     reports = list(read_recording(path))
+    db = Path(args.db).resolve()
+    for previous in (db, Path(str(db) + ".wal")):  # the demo's own file, made anew each run
+        previous.unlink(missing_ok=True)
     if not reports:
         raise ConfigError(f"the recording {path} holds no reports")
-    asyncio.run(_run(args, reports, f"replaying the recording {path} in real time"))
+    asyncio.run(_run(args, db, reports, f"replaying the recording {path} in real time"))

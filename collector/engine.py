@@ -390,14 +390,15 @@ def _normalise(pulls: tuple[PullState, ...]) -> list[PullState]:
             pending_error = pending_error or state.error
             continue
         key = (state.image_ref, state.started_at)
-        if key in by_key:
-            prior = by_key[key]
+        prior = by_key.get(key)
+        if prior is not None:
             merged = {layer.digest: layer for layer in prior.layers}
             merged.update({layer.digest: layer for layer in state.layers})
-            state = PullState(state.image_ref, state.started_at, tuple(merged.values()),
-                              prior.total_known or state.total_known,
-                              prior.error or state.error)
-        by_key[key] = state
+            by_key[key] = PullState(state.image_ref, state.started_at, tuple(merged.values()),
+                                    prior.total_known or state.total_known,
+                                    prior.error or state.error)
+        else:
+            by_key[key] = state
     result = list(by_key.values())
     if any_pending:
         result.append(PullState(PENDING_IMAGE_REF, pending_start, tuple(pending_layers.values()),

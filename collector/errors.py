@@ -29,3 +29,9 @@ class ContainerdError(PulltraceError):
 
 class ConfigError(PulltraceError):
     """A flag, an environment variable or a file given to the CLI is not usable."""
+
+
+class TestbedError(PulltraceError):
+    """The end-to-end testbed (containerd, registry, proxy) could not start or do what was asked."""
+
+    __test__ = False  # pytest would otherwise try to collect it from tests that import it

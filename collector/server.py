@@ -60,7 +60,9 @@ async def _listen(app: web.Application, addr: tuple[str, int],
                               "stop what listens there or choose another port") from exc
         raise ConfigError(f"{flag}: cannot listen on {addr[0]}:{addr[1]}: "
                           f"{exc.strerror}") from exc
-    sockets = [s for s in site._server.sockets] if site._server else []  # noqa: SLF001
+    # aiohttp does not expose the bound address; port 0 needs it.
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
     bound = sockets[0].getsockname()[:2] if sockets else addr
     return runner, (str(bound[0]), int(bound[1]))
 

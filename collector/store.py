@@ -6,6 +6,7 @@ caller can acknowledge the reports of a batch once it returns (group commit).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import types
@@ -75,7 +76,8 @@ def _schema(row_type: type) -> pa.Schema:
                       for f in dataclasses.fields(row_type)])
 
 
-_SCHEMAS = {cls: _schema(cls) for cls in (Sample, Progress, PullRow, LayerRow, EventRow)}
+_SCHEMAS: dict[type, pa.Schema] = {
+    cls: _schema(cls) for cls in (Sample, Progress, PullRow, LayerRow, EventRow)}
 
 
 def to_arrow(rows: Sequence[Any], row_type: type) -> pa.Table:
@@ -161,10 +163,8 @@ class Store:
             self.con.execute("COMMIT")
         except duckdb.Error as exc:
             self._seq -= len(reports)
-            try:
+            with contextlib.suppress(duckdb.Error):
                 self.con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
             raise StoreError(f"could not write to {self.path}: {exc}") from exc
 
     def _append(self, name: str, table: pa.Table) -> None:
@@ -219,19 +219,19 @@ class Store:
         since the oldest in-flight pull are replayed through the engine (their output is
         already in the file and is discarded).
         """
-        finished = ", ".join(f"'{s.value}'" for s in FINISHED)
+        finished = [s.value for s in FINISHED]
         horizon = self.con.execute("SELECT epoch_ns(max(ts)) FROM reports").fetchone()
         if not horizon or horizon[0] is None:
             return 0
         keep_from = int(horizon[0]) - 24 * 3600 * NS
         for node, image, started, done in self.con.execute(
                 "SELECT node, image_ref, epoch_ns(started_at), epoch_ns(completed_at) "
-                f"FROM pulls WHERE status IN ({finished}) "  # noqa: S608
-                "AND epoch_ns(completed_at) >= ?", [keep_from]).fetchall():
+                "FROM pulls WHERE list_contains(?, status) "
+                "AND epoch_ns(completed_at) >= ?", [finished, keep_from]).fetchall():
             engine.mark_finished(node, image, int(started), int(done))
         row = self.con.execute(
-            "SELECT epoch_ns(min(first_seen)) FROM pulls "
-            f"WHERE status NOT IN ({finished})").fetchone()  # noqa: S608
+            "SELECT epoch_ns(min(first_seen)) FROM pulls WHERE NOT list_contains(?, status)",
+            [finished]).fetchone()
         if row and row[0] is not None:
             for report in self.reports(since_ns=int(row[0])):
                 engine.ingest(report)

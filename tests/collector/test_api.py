@@ -12,7 +12,7 @@ from collector.timefmt import format_rfc3339
 from tests.collector.reports import at, digest
 from tests.collector.server import ManualClock, RunningCollector
 
-TOKEN = "s3cret"  # noqa: S105
+TOKEN = "s3cret"
 
 
 def body(node: str = "node-1", seconds: float = 0, pulls: list | None = None) -> dict:

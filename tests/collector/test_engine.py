@@ -146,7 +146,7 @@ def test_stall_fires_once_at_its_onset_and_clears_on_progress():
 def test_trickle_below_the_floor_is_a_stall():
     eng = Engine(EngineConfig(stall_after_ns=10 * 10**9, stall_floor_bps=1000))
     events = []
-    for t in range(0, 25):
+    for t in range(25):
         # 500 B/s: moving, but below a floor of 1000 B/s
         out = eng.ingest(report("n1", t, pull("img:1", 0, layer(A, 500 * t, 10**6))))
         events += [e for e in out.events if e.type is EventType.LAYER_STALLED]
@@ -186,7 +186,7 @@ def test_repull_is_a_new_pull_and_a_repeat_of_a_finished_one_changes_nothing():
     assert again.accepted
     assert (again.samples, again.events, again.pulls) == ([], [], [])
     repull = eng.ingest(report("n1", 3, pull("img:1", 2.5, layer(A, 0, 1000))))
-    assert [e.type for e in repull.events][0] is EventType.PULL_STARTED
+    assert repull.events[0].type is EventType.PULL_STARTED
     ids = {p.id for p in eng.pulls()}
     assert len(ids) == 2
 

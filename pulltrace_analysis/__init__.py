@@ -1,0 +1,1 @@
+"""Notebook library for pulltrace recordings and live collectors."""
