@@ -96,9 +96,10 @@ class Engine:
             self._last_report[node] = at
         self.now = max(self.now, at)
 
-    def mark_finished(self, node: str, image_ref: str, started_at: int, at: int) -> None:
-        """Remember a pull finished before this engine started (recovery)."""
-        key = (node, image_ref, started_at)
+    def mark_finished(self, node: str, identity: str, started_at: int, at: int) -> None:
+        """Remember a pull finished before this engine started (recovery); ``identity`` is
+        its image digest if it had one, else its image reference."""
+        key = (node, identity, started_at)
         if key not in self._finished:
             self._finished[key] = at
             self._schedule_key(key, at + max(self.config.history_ttl_ns, _FINISHED_KEYS_KEEP))
@@ -185,17 +186,18 @@ class Engine:
                 return current
             key: PullKey = (node, PENDING_IMAGE_REF, state.started_at or now)
         elif state.started_at is None:
-            same = [p for p in active.values() if p.image_ref == state.image_ref]
+            same = [p for p in active.values() if p.key[1] == state.identity]
             if same:
                 return max(same, key=lambda p: p.started_at)
-            key = (node, state.image_ref, now)
+            key = (node, state.identity, now)
         else:
-            key = (node, state.image_ref, state.started_at)
+            key = (node, state.identity, state.started_at)
             if key in active:
                 return active[key]
         if key in self._finished:
             return None  # a finished pull reported again changes nothing
-        pull = Pull(key=key, id=pull_id(key), first_seen=now, merged=merged)
+        pull = Pull(key=key, id=pull_id(key), first_seen=now, image_ref=state.image_ref,
+                    merged=merged)
         self._pulls[pull.id] = pull
         active[key] = pull
         pending.add(pull, EventType.PULL_STARTED, now)
@@ -204,6 +206,7 @@ class Engine:
     def _apply(self, pull: Pull, state: PullState, now: int, out: Output,
                pending: _Pending) -> None:
         pull.last_seen = now
+        pull.image_ref = state.image_ref
         pull.total_known = pull.total_known or state.total_known
         listed: set[str] = set()
         for ls in state.layers:
@@ -389,14 +392,14 @@ def _normalise(pulls: tuple[PullState, ...]) -> list[PullState]:
                 pending_start = state.started_at
             pending_error = pending_error or state.error
             continue
-        key = (state.image_ref, state.started_at)
+        key = (state.identity, state.started_at)
         prior = by_key.get(key)
         if prior is not None:
             merged = {layer.digest: layer for layer in prior.layers}
             merged.update({layer.digest: layer for layer in state.layers})
             by_key[key] = PullState(state.image_ref, state.started_at, tuple(merged.values()),
                                     prior.total_known or state.total_known,
-                                    prior.error or state.error)
+                                    prior.error or state.error, state.digest)
         else:
             by_key[key] = state
     result = list(by_key.values())

@@ -102,6 +102,13 @@ class PullState:
     layers: tuple[LayerState, ...] = ()
     total_known: bool = False
     error: str | None = None
+    # The manifest or index digest the image resolves to, when the reporter knows it. It
+    # identifies the pull instead of imageRef, so imageRef may change (digest -> tag).
+    digest: str | None = None
+
+    @property
+    def identity(self) -> str:
+        return self.digest or self.image_ref
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -113,6 +120,8 @@ class PullState:
         }
         if self.error:
             out["error"] = self.error
+        if self.digest:
+            out["digest"] = self.digest
         return out
 
 
@@ -240,6 +249,7 @@ def _pull(obj: Any, path: str) -> PullState:
         layers=layers,
         total_known=_get(obj, "totalKnown", path, bool, False),
         error=error or None,
+        digest=_get(obj, "digest", path, str) or None,
     )
 
 

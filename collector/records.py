@@ -55,6 +55,7 @@ class PullRow:
     id: str
     node: str
     image_ref: str
+    image_digest: str | None  # identifies the pull when set (see PullState.digest)
     status: str
     started_at: int
     completed_at: int | None

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS pull_progress (
     downloaded_bytes BIGINT, total_bytes BIGINT, cached_bytes BIGINT, bytes_per_sec DOUBLE,
     eta_seconds DOUBLE, percent DOUBLE, layers_done INTEGER, layer_count INTEGER);
 CREATE TABLE IF NOT EXISTS pulls (
-    id VARCHAR, node VARCHAR, image_ref VARCHAR, status VARCHAR, started_at TIMESTAMP_NS,
+    id VARCHAR, node VARCHAR, image_ref VARCHAR, image_digest VARCHAR, status VARCHAR,
+    started_at TIMESTAMP_NS,
     completed_at TIMESTAMP_NS, first_seen TIMESTAMP_NS, last_seen TIMESTAMP_NS,
     total_bytes BIGINT, downloaded_bytes BIGINT, cached_bytes BIGINT, fetched_bytes BIGINT,
     peak_bytes_per_sec DOUBLE, layer_count INTEGER, layers_done INTEGER, error VARCHAR);
@@ -225,7 +226,8 @@ class Store:
             return 0
         keep_from = int(horizon[0]) - 24 * 3600 * NS
         for node, image, started, done in self.con.execute(
-                "SELECT node, image_ref, epoch_ns(started_at), epoch_ns(completed_at) "
+                "SELECT node, coalesce(image_digest, image_ref), epoch_ns(started_at), "
+                "epoch_ns(completed_at) "
                 "FROM pulls WHERE list_contains(?, status) "
                 "AND epoch_ns(completed_at) >= ?", [finished, keep_from]).fetchall():
             engine.mark_finished(node, image, int(started), int(done))

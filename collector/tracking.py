@@ -20,7 +20,7 @@ from collector.model import (
 from collector.rates import RateWindow
 from collector.records import LayerRow, Progress, PullRow, Sample
 
-PullKey = tuple[str, str, int]  # node, image, startedAt
+PullKey = tuple[str, str, int]  # node, image identity (digest or ref), startedAt
 
 
 def pull_id(key: PullKey) -> str:
@@ -68,6 +68,7 @@ class Pull:
     key: PullKey
     id: str
     first_seen: int
+    image_ref: str  # what people read; may change from a digest reference to a tag
     merged: bool = False  # the node's pending pull (ingests no image claims yet)
     total_known: bool = False
     layers: dict[str, Layer] = field(default_factory=dict)
@@ -82,8 +83,8 @@ class Pull:
         return self.key[0]
 
     @property
-    def image_ref(self) -> str:
-        return self.key[1]
+    def image_digest(self) -> str | None:
+        return self.key[1] if self.key[1] != self.image_ref else None
 
     @property
     def started_at(self) -> int:
@@ -189,7 +190,8 @@ class Pull:
     def pull_row(self) -> PullRow:
         total, downloaded, cached = self.totals()
         return PullRow(
-            id=self.id, node=self.node, image_ref=self.image_ref, status=self.status.value,
+            id=self.id, node=self.node, image_ref=self.image_ref,
+            image_digest=self.image_digest, status=self.status.value,
             started_at=self.started_at, completed_at=self.completed_at,
             first_seen=self.first_seen, last_seen=self.last_seen, total_bytes=total,
             downloaded_bytes=downloaded, cached_bytes=cached,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -246,3 +247,15 @@ def test_engine_imports_no_io():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == ""
+
+
+def test_a_pull_with_a_digest_keeps_its_identity_when_its_name_becomes_a_tag():
+    eng = Engine()
+    manifest = digest(0xF0)
+    by_digest = pull(f"reg.local/app@{manifest}", 0, layer(A, 0, 2_000_000))
+    eng.ingest(report("n1", 0, dataclasses.replace(by_digest, digest=manifest)))
+    tagged = pull("reg.local/app:1.0", 0, layer(A, 1_000_000, 2_000_000))
+    eng.ingest(report("n1", 1, dataclasses.replace(tagged, digest=manifest)))
+    (status,) = eng.pulls()
+    assert status.image_ref == "reg.local/app:1.0"
+    assert status.bytes_per_sec == pytest.approx(1_000_000)
