@@ -37,6 +37,7 @@ class Server:
         return f"http://{_host(self.metrics_addr[0])}:{self.metrics_addr[1]}/metrics"
 
     async def stop(self) -> None:
+        self.collector.close_streams()
         for runner in self.runners:
             await runner.cleanup()
         await self.collector.stop()

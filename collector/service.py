@@ -125,8 +125,7 @@ class Collector:
             await self._write([item.out for item in self._queue])
             self._resolve(self._queue)
             self._queue = []
-        for sub in list(self._subscribers):
-            sub.queue.put_nowait(None) if not sub.queue.full() else None
+        self.close_streams()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self.store.close)
         self._executor.shutdown(wait=True)
@@ -231,6 +230,14 @@ class Collector:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)
         self.metrics.sse_clients.set(len(self._subscribers))
+
+    def close_streams(self) -> None:
+        """End every event stream (at shutdown, so their handlers return)."""
+        for sub in list(self._subscribers):
+            sub.dropped = True
+            if not sub.queue.full():
+                sub.queue.put_nowait(None)
+        self._subscribers.clear()
 
     def _publish(self, events: list[PullEvent]) -> None:
         for sub in list(self._subscribers):

@@ -1,0 +1,109 @@
+"""The server-sent event stream: every event type, the client cap, slow clients dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import httpx
+import pytest
+
+from collector.model import LayerPhase
+from collector.service import MAX_SSE_CLIENTS, SSE_QUEUE
+from tests.collector.reports import digest, layer, pull, report
+from tests.collector.server import ManualClock, RunningCollector
+
+A = digest(0xA)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def server(tmp_path, clock):
+    with RunningCollector(tmp_path / "sse.duckdb", gate_clock=clock) as running:
+        yield running
+
+
+def test_stream_carries_all_seven_event_types(server, clock):
+    reports = [
+        report("n1", 0, pull("img:1", 0, layer(A, 0, 3_000_000))),
+        report("n1", 1, pull("img:1", 0, layer(A, 1_000_000, 3_000_000))),
+        report("n1", 2, pull("img:1", 0, layer(A, 3_000_000, 3_000_000,
+                                                state=LayerPhase.COMPLETED))),
+        report("n1", 3, pull("img:2", 3, layer(A, 0, 3_000_000), error="403 Forbidden")),
+    ]
+    seen: list[dict] = []
+    with httpx.stream("GET", server.url + "/api/v1/events", timeout=10) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = resp.iter_lines()
+        assert next(lines) == ": connected"
+        for rep in reports:
+            assert httpx.post(server.url + "/api/v1/report", content=rep.dumps()).status_code \
+                == 200
+            clock.advance(1)
+        for line in lines:
+            if line.startswith("data: "):
+                seen.append(json.loads(line[6:]))
+            if seen and seen[-1]["type"] == "pull.failed":
+                break
+    types = [e["type"] for e in seen]
+    assert set(types) >= {"pull.started", "pull.progress", "pull.completed", "pull.failed",
+                          "layer.started", "layer.progress", "layer.completed"}
+    assert {e["schemaVersion"] for e in seen} == {"v1"}
+    progress = next(e for e in seen if e["type"] == "layer.progress")
+    assert progress["digest"] == A
+    assert progress["nodeName"] == "n1"
+    assert progress["pull"]["downloadedBytes"] == 1_000_000
+    assert progress["pull"]["bytesPerSec"] == pytest.approx(1_000_000)
+    failed = next(e for e in seen if e["type"] == "pull.failed")
+    assert failed["pull"]["error"] == "403 Forbidden"
+    assert failed["pull"]["status"] == "failed"
+
+
+def test_at_most_256_clients_and_the_next_gets_503(server):
+    async def crowd() -> tuple[list[int], int, float]:
+        # no client-side connection cap: the server's cap is what is tested
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            streams = [await session.get(server.url + "/api/v1/events")
+                       for _ in range(MAX_SSE_CLIENTS)]
+            statuses = [s.status for s in streams]
+            extra = await session.get(server.url + "/api/v1/events")
+            extra_status = extra.status
+            extra.release()
+            metrics = await (await session.get(server.metrics_url)).text()
+            gauge = next(float(line.split()[1]) for line in metrics.splitlines()
+                         if line.startswith("pulltrace_sse_clients_active "))
+            for s in streams:
+                s.close()
+            return statuses, extra_status, gauge
+
+    statuses, extra, gauge = asyncio.run(crowd())
+    assert statuses == [200] * MAX_SSE_CLIENTS
+    assert extra == 503
+    assert gauge == MAX_SSE_CLIENTS
+
+
+def test_a_client_that_falls_behind_is_dropped_and_ingest_goes_on(server, clock):
+    collector = server.collector
+
+    async def subscribe_and_flood() -> tuple[bool, bool, int]:
+        sub = collector.subscribe()
+        assert sub is not None
+        # one event more than the client's queue holds, without the client reading
+        from collector.model import EventType, PullEvent
+        status = collector.engine.pulls()[0]
+        event = PullEvent(0, EventType.PULL_PROGRESS, "n1", status)
+        collector._publish([event] * (SSE_QUEUE + 1))  # noqa: SLF001
+        return sub.dropped, sub in collector._subscribers, sub.queue.qsize()  # noqa: SLF001
+
+    rep = report("n1", 0, pull("img:1", 0, layer(A, 0, 1000)))
+    assert httpx.post(server.url + "/api/v1/report", content=rep.dumps()).status_code == 200
+    dropped, still_subscribed, queued = server.call(subscribe_and_flood())
+    assert (dropped, still_subscribed, queued) == (True, False, SSE_QUEUE)
+    clock.advance(1)
+    rep = report("n1", 1, pull("img:1", 0, layer(A, 500, 1000)))
+    assert httpx.post(server.url + "/api/v1/report", content=rep.dumps()).status_code == 200
