@@ -63,6 +63,7 @@ class Engine:
         self.now = 0
         self._last_report: dict[str, int] = {}
         self._pulls: dict[str, Pull] = {}
+        self._history: dict[str, PullStatus] = {}  # finished before this engine started
         self._active: dict[str, dict[PullKey, Pull]] = {}
         self._finished: dict[PullKey, int] = {}
         self._expiry: list[tuple[int, int, str]] = []  # (at, 0=pull id / 1=key index, ref)
@@ -73,12 +74,22 @@ class Engine:
 
     def pulls(self) -> list[PullStatus]:
         """Active pulls and those finished within the history TTL, newest first."""
-        found = sorted(self._pulls.values(), key=lambda p: (p.started_at, p.id), reverse=True)
-        return [p.status_at(self.now) for p in found]
+        found = [p.status_at(self.now) for p in self._pulls.values()]
+        found += self._history.values()
+        return sorted(found, key=lambda p: (p.started_at, p.id), reverse=True)
 
     def pull(self, pid: str) -> PullStatus | None:
         found = self._pulls.get(pid)
-        return found.status_at(self.now) if found else None
+        return found.status_at(self.now) if found else self._history.get(pid)
+
+    def remember(self, status: PullStatus) -> None:
+        """List a pull that finished before this engine started (recovery) until its
+        history TTL runs out."""
+        if status.id in self._pulls or status.completed_at is None:
+            return
+        self._history[status.id] = status
+        heapq.heappush(self._expiry, (status.completed_at + self.config.history_ttl_ns, 0,
+                                      status.id))
 
     def active_count(self) -> int:
         return sum(len(pulls) for pulls in self._active.values())
@@ -165,6 +176,7 @@ class Engine:
             _, kind, ref = heapq.heappop(self._expiry)
             if kind == 0:
                 self._pulls.pop(ref, None)
+                self._history.pop(ref, None)
             else:
                 key = self._expiry_keys.pop(ref, None)
                 if key is not None:

@@ -20,7 +20,15 @@ import pyarrow as pa
 
 from collector.engine import Engine
 from collector.errors import StoreError
-from collector.model import FINISHED, AgentReport, parse_report
+from collector.model import (
+    FINISHED,
+    AgentReport,
+    LayerStatus,
+    LayerStatusKind,
+    PullStatus,
+    PullStatusKind,
+    parse_report,
+)
 from collector.records import EventRow, LayerRow, Output, Progress, PullRow, Sample
 from collector.timefmt import NS
 
@@ -213,6 +221,44 @@ class Store:
         finally:
             cur.close()
 
+    def _finished_statuses(self, since: int, finished: list[str]) -> list[PullStatus]:
+        """Finished pulls completed after ``since``, as the API lists them."""
+        layers: dict[str, list[LayerStatus]] = {}
+        for row in self.con.execute("""
+                SELECT l.pull_id, l.digest, l.media_type, l.total_bytes, l.downloaded_bytes,
+                       epoch_ns(coalesce(l.started_at, l.first_seen)),
+                       epoch_ns(l.completed_at), l.status
+                FROM layers l JOIN pulls p ON p.id = l.pull_id
+                WHERE list_contains(?, p.status) AND epoch_ns(p.completed_at) >= ?
+                ORDER BY l.first_seen""", [finished, since]).fetchall():
+            done = row[7] in ("completed", "cached")
+            total = int(row[3])
+            percent = 100.0 if done else (int(row[4]) * 100.0 / total if total else None)
+            layers.setdefault(row[0], []).append(LayerStatus(
+                pull_id=row[0], digest=row[1], media_type=row[2], total_bytes=total,
+                downloaded_bytes=int(row[4]), bytes_per_sec=None, percent=percent,
+                started_at=_opt_ns(row[5]), completed_at=_opt_ns(row[6]),
+                total_known=total > 0, status=LayerStatusKind(row[7])))
+        statuses = []
+        for row in self.con.execute("""
+                SELECT id, node, image_ref, total_bytes, downloaded_bytes, cached_bytes,
+                       layer_count, layers_done, epoch_ns(started_at), epoch_ns(completed_at),
+                       error, status
+                FROM pulls WHERE list_contains(?, status) AND epoch_ns(completed_at) >= ?""",
+                                    [finished, since]).fetchall():
+            total, downloaded, cached = int(row[3]), int(row[4]), int(row[5])
+            completed = row[11] == PullStatusKind.COMPLETED.value
+            percent = 100.0 if completed else (
+                (downloaded + cached) * 100.0 / total if total else None)
+            statuses.append(PullStatus(
+                id=row[0], node_name=row[1], image_ref=row[2], total_bytes=total,
+                downloaded_bytes=downloaded, cached_bytes=cached, bytes_per_sec=None,
+                eta_seconds=0.0 if completed else None, percent=percent,
+                layer_count=int(row[6]), layers_done=int(row[7]), started_at=int(row[8]),
+                completed_at=_opt_ns(row[9]), error=row[10], total_known=True,
+                status=PullStatusKind(row[11]), layers=layers.get(row[0], [])))
+        return statuses
+
     def recover(self, engine: Engine) -> int:
         """Rebuild the engine's in-flight pulls; returns how many are active again.
 
@@ -231,6 +277,9 @@ class Store:
                 "FROM pulls WHERE list_contains(?, status) "
                 "AND epoch_ns(completed_at) >= ?", [finished, keep_from]).fetchall():
             engine.mark_finished(node, image, int(started), int(done))
+        for status in self._finished_statuses(
+                int(horizon[0]) - engine.config.history_ttl_ns, finished):
+            engine.remember(status)
         row = self.con.execute(
             "SELECT epoch_ns(min(first_seen)) FROM pulls WHERE NOT list_contains(?, status)",
             [finished]).fetchone()
@@ -241,6 +290,10 @@ class Store:
                 "SELECT node, epoch_ns(max(ts)) FROM reports GROUP BY node").fetchall():
             engine.restore_last_report(node, int(last))
         return engine.active_count()
+
+
+def _opt_ns(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _open_hint(path: str, exc: Exception) -> str:
