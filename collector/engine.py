@@ -153,23 +153,31 @@ class Engine:
     # --- time --------------------------------------------------------------------------------
 
     def _advance(self, now: int, out: Output, skip: str | None) -> None:
-        if now <= self.now:
-            return
         pending = _Pending()
-        stale_after = self.config.stale_after_ns
+        if skip is not None:
+            # The reporting node's own silence counts even if its clock is behind others'.
+            self._end_if_stale(skip, now, pending)
+        if now <= self.now and not pending.events:
+            return
         for node, pulls in self._active.items():
-            if not pulls or node == skip:
-                continue
-            deadline = self._last_report.get(node, now) + stale_after
-            if deadline <= now:
-                for pull in list(pulls.values()):
-                    pull.status = PullStatusKind.STALE
-                    self._finish(pull, deadline, pending, EventType.PULL_STALE)
-            else:
+            if pulls and node != skip and now > self.now \
+                    and not self._end_if_stale(node, now, pending):
                 self._check_stalls(node, now, pending)
         self._flush(pending, out, snapshot_at=lambda p: _last_event_time(pending, p))
-        self.now = now
-        self._expire(now)
+        self.now = max(self.now, now)
+        self._expire(self.now)
+
+    def _end_if_stale(self, node: str, now: int, pending: _Pending) -> bool:
+        """End a silent node's pulls as stale, at the moment its silence ran out."""
+        pulls = self._active.get(node)
+        last = self._last_report.get(node)
+        if not pulls or last is None or last + self.config.stale_after_ns > now:
+            return False
+        deadline = last + self.config.stale_after_ns
+        for pull in list(pulls.values()):
+            pull.status = PullStatusKind.STALE
+            self._finish(pull, deadline, pending, EventType.PULL_STALE)
+        return True
 
     def _expire(self, now: int) -> None:
         while self._expiry and self._expiry[0][0] <= now:

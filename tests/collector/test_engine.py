@@ -259,3 +259,12 @@ def test_a_pull_with_a_digest_keeps_its_identity_when_its_name_becomes_a_tag():
     (status,) = eng.pulls()
     assert status.image_ref == "reg.local/app:1.0"
     assert status.bytes_per_sec == pytest.approx(1_000_000)
+
+
+def test_a_node_back_after_its_silence_ran_out_starts_over_without_a_tick():
+    # Replay has no ticks: the node's own next report must end its stale pull, as live does.
+    eng = Engine(EngineConfig(stale_after_ns=600 * 10**9))
+    eng.ingest(report("n1", 0, pull("img:1", 0, layer(A, 0, 10**6))))
+    out = eng.ingest(report("n1", 700, pull("img:1", 0, layer(A, 5000, 10**6))))
+    assert [(e.type, e.timestamp) for e in out.events][:1] == [(EventType.PULL_STALE, at(600))]
+    assert out.samples == []  # the stale pull is finished: its repeat changes nothing
