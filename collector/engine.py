@@ -64,6 +64,9 @@ class Engine:
         self._last_report: dict[str, int] = {}
         self._pulls: dict[str, Pull] = {}
         self._history: dict[str, PullStatus] = {}  # finished before this engine started
+        # Per node, the earliest time one of its layers could stall: other nodes' reports
+        # only need to look at a node once that time has come.
+        self._stall_due: dict[str, int] = {}
         self._active: dict[str, dict[PullKey, Pull]] = {}
         self._finished: dict[PullKey, int] = {}
         self._expiry: list[tuple[int, int, str]] = []  # (at, 0=pull id / 1=key index, ref)
@@ -161,7 +164,8 @@ class Engine:
             return
         for node, pulls in self._active.items():
             if pulls and node != skip and now > self.now \
-                    and not self._end_if_stale(node, now, pending):
+                    and not self._end_if_stale(node, now, pending) \
+                    and now >= self._stall_due.get(node, 0):
                 self._check_stalls(node, now, pending)
         self._flush(pending, out, snapshot_at=lambda p: _last_event_time(pending, p))
         self.now = max(self.now, now)
@@ -337,6 +341,7 @@ class Engine:
 
     def _check_stalls(self, node: str, now: int, pending: _Pending) -> None:
         cfg = self.config
+        due: int | None = None
         for pull in list(self._active.get(node, {}).values()):
             onsets: list[int] = []
             for layer in pull.layers.values():
@@ -355,6 +360,10 @@ class Engine:
                 layer.checked_at = max(layer.checked_at, now)
                 if layer.stalled_since is not None:
                     onsets.append(layer.stalled_since)
+                elif layer.status is LayerStatusKind.DOWNLOADING:
+                    nxt = layer.window.next_onset_candidate(layer.checked_at, cfg.stall_after_ns)
+                    if nxt is not None and (due is None or nxt < due):
+                        due = nxt
             moving = [layer for layer in pull.layers.values() if layer.active]
             stalled = bool(moving) and all(
                 layer.status is LayerStatusKind.STALLED for layer in moving)
@@ -364,6 +373,8 @@ class Engine:
             elif not stalled and pull.status is PullStatusKind.STALLED:
                 pull.status = PullStatusKind.ACTIVE
                 pending.add(pull, EventType.PULL_PROGRESS, now)
+        # No candidate: nothing can stall until this node reports again.
+        self._stall_due[node] = due if due is not None else 2**62
 
     # --- output ------------------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ class RateWindow:
         self.step_grace = step_grace
         self.points: deque[tuple[int, int]] = deque()
         self.last_step = 0  # size of the last increase, to predict when the next one is due
+        self._version = 0  # bumped by every change, so a rate asked twice is computed once
+        self._cached: tuple[int, int, float | None] = (-1, -1, None)
 
     def __len__(self) -> int:
         return len(self.points)
@@ -54,6 +56,7 @@ class RateWindow:
         return self.points[0][0] if self.points else None
 
     def add(self, t: int, nbytes: int) -> Added:
+        self._version += 1
         if not self.points:
             self.points.append((t, nbytes))
             return Added(Step.BASELINE, 0)
@@ -94,9 +97,13 @@ class RateWindow:
         edge = anchor - self.window_ns
         left: tuple[int, int] | None = None
         right: tuple[int, int] | None = None
+        skip = self._opening(anchor)
         for point in self.points:
             if point[0] > anchor:
                 break
+            if skip:
+                skip = False
+                continue
             if point[0] <= edge or left is None:
                 left = point
             right = point
@@ -107,8 +114,39 @@ class RateWindow:
             return None
         return (right[1] - left[1]) * NS / span
 
+    def _opening(self, anchor: int) -> bool:
+        """Whether the first point is a download's opening to leave out of the window.
+
+        A writer that has received nothing yet (0 bytes: containerd's ingest just opened) is
+        stamped when it opened, before its request went out; the wait for the first byte is
+        not transfer time. Once two increases have landed by ``anchor``, they give the
+        transfer's own clock and the opening is no longer the window's left edge.
+        """
+        points = self.points
+        if len(points) < 3 or points[0][1] != 0:
+            return False
+        landed = 0
+        last = 0
+        for t, nbytes in points:
+            if t > anchor:
+                break
+            if nbytes > last:
+                landed += 1
+                last = nbytes
+                if landed >= 2:
+                    return True
+        return False
+
     def rate(self, now: int) -> float | None:
         """Bytes per second at ``now``; None while only one sample is known."""
+        when, version, value = self._cached
+        if when == now and version == self._version:
+            return value
+        value = self._rate(now)
+        self._cached = (now, self._version, value)
+        return value
+
+    def _rate(self, now: int) -> float | None:
         if len(self.points) < 2:
             return None
         last_t = self.points[-1][0]
@@ -133,12 +171,19 @@ class RateWindow:
         if not self.points:
             return None
         need = floor_bps * duration_ns / NS
-        candidates = sorted({pt + duration_ns for pt, _ in self.points})
-        for c in candidates:
-            if c <= after or c > now:
-                continue
-            if self._is_slow(c, duration_ns, need):
+        for pt, _ in self.points:  # in time order, so the first hit is the onset
+            c = pt + duration_ns
+            if c > now:
+                break
+            if c > after and self._is_slow(c, duration_ns, need):
                 return c
+        return None
+
+    def next_onset_candidate(self, after: int, duration_ns: int) -> int | None:
+        """The earliest time after ``after`` at which :meth:`stall_onset` could fire."""
+        for pt, _ in self.points:
+            if pt + duration_ns > after:
+                return pt + duration_ns
         return None
 
     def is_slow(self, now: int, duration_ns: int, floor_bps: float) -> bool:

@@ -120,8 +120,7 @@ class Store:
             raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
         self._seq = 0
         if not read_only:
-            row = self.con.execute("SELECT coalesce(max(seq), 0) FROM reports").fetchone()
-            self._seq = int(row[0]) if row else 0
+            self._seq = int(self.one("SELECT coalesce(max(seq), 0) FROM reports")[0])
 
     def close(self) -> None:
         self.con.close()
@@ -199,11 +198,18 @@ class Store:
 
     # --- reading -------------------------------------------------------------------------
 
+    def one(self, query: str, params: list[Any] | None = None) -> tuple[Any, ...]:
+        """The single row of a query, read to the end (DuckDB refuses other work on a
+        connection while a result is unfinished)."""
+        rows = self.con.execute(query, params or []).fetchall()
+        if len(rows) != 1:
+            raise StoreError(f"expected one row from {query!r}, got {len(rows)}")
+        return tuple(rows[0])
+
     def count(self, table: str) -> int:
         if table not in TABLES:
             raise StoreError(f"no table {table!r}; tables are {', '.join(TABLES)}")
-        row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
-        return int(row[0]) if row else 0
+        return int(self.one(f"SELECT count(*) FROM {table}")[0])  # noqa: S608
 
     def reports(self, since_ns: int | None = None) -> Iterator[AgentReport]:
         """Accepted reports in arrival order, from ``since_ns`` on."""
@@ -267,8 +273,8 @@ class Store:
         already in the file and is discarded).
         """
         finished = [s.value for s in FINISHED]
-        horizon = self.con.execute("SELECT epoch_ns(max(ts)) FROM reports").fetchone()
-        if not horizon or horizon[0] is None:
+        horizon = self.one("SELECT epoch_ns(max(ts)) FROM reports")
+        if horizon[0] is None:
             return 0
         keep_from = int(horizon[0]) - 24 * 3600 * NS
         for node, image, started, done in self.con.execute(
@@ -280,10 +286,10 @@ class Store:
         for status in self._finished_statuses(
                 int(horizon[0]) - engine.config.history_ttl_ns, finished):
             engine.remember(status)
-        row = self.con.execute(
+        row = self.one(
             "SELECT epoch_ns(min(first_seen)) FROM pulls WHERE NOT list_contains(?, status)",
-            [finished]).fetchone()
-        if row and row[0] is not None:
+            [finished])
+        if row[0] is not None:
             for report in self.reports(since_ns=int(row[0])):
                 engine.ingest(report)
         for node, last in self.con.execute(
