@@ -81,7 +81,8 @@ def bench_store(outs: list) -> None:  # type: ignore[type-arg]
         raw, _ = timed(append)
         bare.close()
     print(f"store    {samples / write:10,.0f} samples/s  "
-          f"bare DuckDB append {samples / raw:10,.0f}/s   ratio {raw / write:.3f}   (all tables, one commit per 200 reports)")
+          f"bare DuckDB append {samples / raw:10,.0f}/s   ratio {raw / write:.3f}   "
+          "(all tables, one commit per 200 reports)")
 
 
 async def _post_by_node(url: str, bodies: list[str]) -> float:
