@@ -10,7 +10,7 @@ from collector.api import ReportGate
 from collector.engine import Engine, EngineConfig
 from collector.metrics import Metrics
 from collector.server import Server, start_server
-from collector.service import Collector
+from collector.service import Collector, Recorder
 from collector.store import Store
 
 
@@ -30,12 +30,13 @@ class ManualClock:
 class RunningCollector:
     def __init__(self, db: Path | str, *, token: str | None = None,
                  config: EngineConfig | None = None, gate_clock: ManualClock | None = None,
-                 tick_interval: float = 3600.0) -> None:
+                 tick_interval: float = 3600.0, record: Path | None = None) -> None:
         self.gate_clock = gate_clock
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self.collector = Collector(Engine(config), Store(db), Metrics(),
+                                   Recorder(record) if record else None,
                                    tick_interval=tick_interval)
         gate = ReportGate(token, gate_clock) if gate_clock else None
         self.server: Server = self.call(start_server(

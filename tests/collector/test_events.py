@@ -9,7 +9,7 @@ import aiohttp
 import httpx
 import pytest
 
-from collector.model import LayerPhase
+from collector.model import EventType, LayerPhase, PullEvent
 from collector.service import MAX_SSE_CLIENTS, SSE_QUEUE
 from tests.collector.reports import digest, layer, pull, report
 from tests.collector.server import ManualClock, RunningCollector
@@ -94,11 +94,10 @@ def test_a_client_that_falls_behind_is_dropped_and_ingest_goes_on(server, clock)
         sub = collector.subscribe()
         assert sub is not None
         # one event more than the client's queue holds, without the client reading
-        from collector.model import EventType, PullEvent
         status = collector.engine.pulls()[0]
         event = PullEvent(0, EventType.PULL_PROGRESS, "n1", status)
-        collector._publish([event] * (SSE_QUEUE + 1))  # noqa: SLF001
-        return sub.dropped, sub in collector._subscribers, sub.queue.qsize()  # noqa: SLF001
+        collector._publish([event] * (SSE_QUEUE + 1))
+        return sub.dropped, sub in collector._subscribers, sub.queue.qsize()
 
     rep = report("n1", 0, pull("img:1", 0, layer(A, 0, 1000)))
     assert httpx.post(server.url + "/api/v1/report", content=rep.dumps()).status_code == 200
