@@ -1,22 +1,26 @@
-"""`pulltrace collect | record | replay | demo`."""
+"""`pulltrace collect | record | agent | replay | demo`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
 
 from collector.engine import Engine, EngineConfig
-from collector.errors import PulltraceError
+from collector.errors import ConfigError, PulltraceError
 from collector.metrics import Metrics
 from collector.records import Output
 from collector.server import parse_addr, start_server
 from collector.service import Collector, Recorder
+from collector.sources.containerd import DEFAULT_NAMESPACE, DEFAULT_SOCKET, ContainerdClient
+from collector.sources.poller import DEFAULT_INTERVAL, ContainerdPoller, feed_collector
 from collector.sources.recording import read_recording
 from collector.store import Store
 from collector.timefmt import NS, parse_duration
@@ -46,6 +50,38 @@ def _positive(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
     return value
+
+
+def _seconds(text: str) -> float:
+    seconds = _duration(text) / NS
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration above 0, got {text!r}")
+    return seconds
+
+
+def default_node_name() -> str:
+    """PULLTRACE_NODE_NAME (kubelet's downward API sets it), else this host's name."""
+    return _env("PULLTRACE_NODE_NAME") or socket.gethostname()
+
+
+def _node_flag(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--node", default=None, metavar="NAME",
+                   help="node name in reports (PULLTRACE_NODE_NAME, default the hostname)")
+
+
+def _namespace_flag(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--namespace", default=DEFAULT_NAMESPACE, metavar="NS",
+                   help=f"containerd namespace (default {DEFAULT_NAMESPACE}, kubelet's)")
+
+
+def _source_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("containerd on this node")
+    g.add_argument("--containerd", metavar="SOCKET", default=None,
+                   help=f"also watch the pulls of this containerd (e.g. {DEFAULT_SOCKET})")
+    _namespace_flag(g)
+    _node_flag(g)
+    g.add_argument("--poll-interval", type=_seconds, default=DEFAULT_INTERVAL,
+                   metavar="DURATION", help="how often to read containerd (default 500ms)")
 
 
 def _engine_flags(p: argparse.ArgumentParser) -> None:
@@ -97,10 +133,28 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_flags(collect, DEFAULT_DB)
     collect.add_argument("--record", metavar="FILE",
                          help="also append every accepted report to this JSONL recording")
+    _source_flags(collect)
 
     record = sub.add_parser("record", help="run the collector and write a JSONL recording")
     record.add_argument("file", help="JSONL recording to append to")
     _serve_flags(record, ":memory:")
+    _source_flags(record)
+
+    agent = sub.add_parser("agent", help="post this node's containerd pulls to a collector")
+    agent.add_argument("--containerd", metavar="SOCKET",
+                       default=_env("PULLTRACE_CONTAINERD_SOCKET", DEFAULT_SOCKET),
+                       help=f"containerd's gRPC socket (PULLTRACE_CONTAINERD_SOCKET, "
+                            f"default {DEFAULT_SOCKET})")
+    _namespace_flag(agent)
+    agent.add_argument("--server", metavar="URL", default=_env("PULLTRACE_SERVER_URL"),
+                       help="the collector, e.g. http://pulltrace:8080 (PULLTRACE_SERVER_URL)")
+    _node_flag(agent)
+    agent.add_argument("--token", default=_env("PULLTRACE_AGENT_TOKEN"),
+                       help="sent as 'Authorization: Bearer TOKEN' (PULLTRACE_AGENT_TOKEN)")
+    agent.add_argument("--interval", type=_seconds,
+                       default=_env("PULLTRACE_REPORT_INTERVAL", "1s"), metavar="DURATION",
+                       help="time between reports (PULLTRACE_REPORT_INTERVAL, default 1s; "
+                            "a collector takes at most two a second per node)")
 
     replay = sub.add_parser("replay", help="run a recording through the engine into DuckDB")
     replay.add_argument("file", help="JSONL recording")
@@ -111,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="show a pull end to end, then a summary")
     demo.add_argument("--db", default="data/demo.duckdb", help="(default data/demo.duckdb)")
+    demo.add_argument("--source", choices=["auto", "live", "recording"], default="auto",
+                      help="live: pulls through a private containerd, registry and throttling "
+                           "proxy (needs containerd, docker-registry, skopeo); recording: "
+                           "replay one; auto (default): live when those are installed")
     demo.add_argument("--recording", default=None,
                       help="recording to replay (default: the bundled one in data/)")
     demo.add_argument("--listen", default="127.0.0.1:8080")
@@ -123,18 +181,55 @@ def build_parser() -> argparse.ArgumentParser:
 async def _collect(args: argparse.Namespace, record: str | None) -> None:
     listen = parse_addr(args.listen, "--listen")
     metrics_listen = parse_addr(args.metrics_listen, "--metrics-listen")
-    store = Store(args.db)
-    recorder = Recorder(record) if record else None
-    collector = Collector(_engine(args), store, Metrics(), recorder)
-    server = await start_server(collector, listen, metrics_listen, args.token)
-    log.info("collecting into %s; API %s; metrics %s", args.db, server.url, server.metrics_url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping")
-    await server.stop()
+    client = poller = None
+    if args.containerd:
+        # Before anything listens: a socket that is not there is an error at once.
+        client = ContainerdClient(args.containerd, args.namespace)
+        poller = ContainerdPoller(client, args.node or default_node_name(),
+                                  interval=args.poll_interval,
+                                  where=f"containerd at {client.socket_path}")
+    try:
+        if poller is not None:
+            await asyncio.to_thread(poller.check)
+        store = Store(args.db)
+        recorder = Recorder(record) if record else None
+        collector = Collector(_engine(args), store, Metrics(), recorder)
+        server = await start_server(collector, listen, metrics_listen, args.token)
+        log.info("collecting into %s; API %s; metrics %s", args.db, server.url,
+                 server.metrics_url)
+        source = None
+        if poller is not None:
+            assert client is not None
+            log.info("watching containerd at %s (namespace %s) as node %r every %gs",
+                     client.socket_path, client.namespace, poller.tracker.node, poller.interval)
+            source = asyncio.create_task(feed_collector(collector, poller),
+                                         name="pulltrace-containerd")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping")
+        if source is not None:
+            source.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await source
+        await server.stop()
+    finally:
+        if client is not None:
+            client.close()
+
+
+async def _agent(args: argparse.Namespace) -> None:
+    from collector.agent import run_agent
+
+    if not args.server:
+        raise ConfigError("pass --server URL (or PULLTRACE_SERVER_URL): the collector to "
+                          "post to, e.g. http://pulltrace:8080")
+    interval = args.interval if isinstance(args.interval, float) else _seconds(args.interval)
+    await run_agent(socket_path=args.containerd, namespace=args.namespace, server=args.server,
+                    node=args.node or default_node_name(), token=args.token,
+                    interval=interval)
 
 
 def _replay(args: argparse.Namespace) -> None:
@@ -174,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_collect(args, args.record))
         elif args.command == "record":
             asyncio.run(_collect(args, args.file))
+        elif args.command == "agent":
+            asyncio.run(_agent(args))
         elif args.command == "replay":
             _replay(args)
         elif args.command == "demo":

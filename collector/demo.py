@@ -1,5 +1,10 @@
-"""`pulltrace demo`: a collector on its DuckDB file, fed a real recording over HTTP in real
-time, drawn in the terminal, then summed up."""
+"""`pulltrace demo`: a collector on its DuckDB file, drawn in the terminal, then summed up.
+
+What feeds it: live pulls through a private containerd, registry and throttling proxy when
+containerd, docker-registry and skopeo are installed (the demo starts and stops its own; a
+system containerd is never touched), else the real recording in data/ replayed over HTTP in
+real time.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,10 @@ import asyncio
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -21,7 +28,11 @@ from collector.server import Server, parse_addr, start_server
 from collector.service import Collector
 from collector.sources.recording import read_recording, shift
 from collector.store import Store
+from collector.testbed import MiB, Testbed, install_message, missing_tools
 from collector.timefmt import NS
+
+if TYPE_CHECKING:
+    from collector.testbed.scenario import Images
 
 BUNDLED = Path("data/recording.jsonl")
 MB = 1_000_000
@@ -71,9 +82,17 @@ def _bar(pull: PullStatus, width: int = 24) -> str:
     speed = f"{pull.bytes_per_sec / MB:6.2f} MB/s" if pull.bytes_per_sec is not None \
         else "     - MB/s"
     eta = f"ETA {pull.eta_seconds:5.1f}s" if pull.eta_seconds is not None else "ETA     -"
-    image = pull.image_ref if len(pull.image_ref) <= 28 else "..." + pull.image_ref[-25:]
+    image = _short_ref(pull.image_ref)
     return (f"{pull.node_name:<8} {image:<28} [{'#' * filled}{'.' * (width - filled)}] "
             f"{pct:5.1f}% {speed} {eta} {pull.status.value}")
+
+
+def _short_ref(ref: str, width: int = 28) -> str:
+    """The end of a long name; a digest reference as ``repo@sha256:<first hex>``."""
+    name, at, digest = ref.partition("@")
+    if at:
+        ref = f"{name.rsplit('/', 1)[-1]}@{digest[:19]}"
+    return ref if len(ref) <= width else "..." + ref[-(width - 3):]
 
 
 class Screen:
@@ -139,15 +158,44 @@ async def _run(args: argparse.Namespace, db: Path, reports: list[AgentReport],
     seconds = (reports[-1].timestamp - reports[0].timestamp) / NS / args.speed
     print(f"pulltrace demo: {source}\n  collector {server.url}, metrics {server.metrics_url}, "
           f"database {db}\n  {len(reports)} reports over {seconds:.0f}s\n")
-    screen = Screen()
     feed = asyncio.create_task(_feed(server.url, reports, args.speed))
+    await _show(collector, feed, lambda: "")
+    await _finish(server, db, feed.result())
+
+
+async def _run_live(args: argparse.Namespace, db: Path, bed: Testbed, images: Images) -> None:
+    from collector.testbed.scenario import watch
+
+    collector = Collector(Engine(), Store(db), Metrics())
+    server = await _listen_or_any(collector, args.listen, args.metrics_listen)
+    print(f"  collector {server.url}, metrics {server.metrics_url}, database {db}\n")
+    step = [""]
+
+    def say(message: str) -> None:
+        step[0] = message
+
+    story = asyncio.create_task(watch(bed, images, collector, "testbed", say))
+    await _show(collector, story, lambda: step[0])
+    failed = story.exception()
+    await _finish(server, db, 0 if failed is not None else story.result())
+    if failed is not None:
+        raise failed
+
+
+async def _show(collector: Collector, work: asyncio.Task[Any], note: Callable[[], str]) -> None:
+    """Redraw the pulls every half second until ``work`` is done."""
+    screen = Screen()
     started = time.monotonic()
-    while not feed.done():
-        note = f"t+{time.monotonic() - started:4.0f}s  active {collector.engine.active_count()}"
-        screen.draw(collector.pulls(), note)
-        await asyncio.wait({feed}, timeout=0.5)
+    while not work.done():
+        line = f"t+{time.monotonic() - started:4.0f}s  active {collector.engine.active_count()}"
+        if text := note():
+            line += f"  {text}"
+        screen.draw(collector.pulls(), line)
+        await asyncio.wait({work}, timeout=0.5)
     screen.draw(collector.pulls(), f"t+{time.monotonic() - started:4.0f}s  done")
-    sent = feed.result()
+
+
+async def _finish(server: Server, db: Path, sent: int) -> None:
     metrics_url = server.metrics_url
     await server.stop()
     with Store(db, read_only=True) as store:
@@ -167,11 +215,38 @@ async def _run(args: argparse.Namespace, db: Path, reports: list[AgentReport],
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    path = Path(args.recording) if args.recording else BUNDLED
-    reports = list(read_recording(path))
+    source = getattr(args, "source", "auto")
+    if args.recording:
+        source = "recording"
+    missing = missing_tools()
+    if source == "live" and missing:
+        raise ConfigError(f"--source live: {install_message(missing)}")
     db = Path(args.db).resolve()
     for previous in (db, Path(str(db) + ".wal")):  # the demo's own file, made anew each run
         previous.unlink(missing_ok=True)
+    if source != "recording" and not missing:
+        _live(args, db)
+        return
+    path = Path(args.recording) if args.recording else BUNDLED
+    reports = list(read_recording(path))
     if not reports:
         raise ConfigError(f"the recording {path} holds no reports")
-    asyncio.run(_run(args, db, reports, f"replaying the recording {path} in real time"))
+    why = (f" ({install_message(missing)} to watch live pulls instead)"
+           if missing and source == "auto" else "")
+    asyncio.run(_run(args, db, reports, f"replaying the recording {path} in real time{why}"))
+
+
+def _live(args: argparse.Namespace, db: Path) -> None:
+    from collector.testbed.scenario import prepare
+
+    print("pulltrace demo: live pulls through a private containerd, registry and throttling "
+          "proxy (2 MiB/s per connection), started here and stopped at the end")
+    started = time.monotonic()
+    # The testbed's processes die with the thread that started them: this one, which outlives
+    # the demo.
+    with Testbed(rate=2 * MiB) as bed:
+        print(f"  testbed in {bed.directory}; writing and pushing the demo images...",
+              flush=True)
+        images = prepare(bed)
+        print(f"  ready after {time.monotonic() - started:.0f}s")
+        asyncio.run(_run_live(args, db, bed, images))

@@ -268,3 +268,24 @@ def test_a_node_back_after_its_silence_ran_out_starts_over_without_a_tick():
     out = eng.ingest(report("n1", 700, pull("img:1", 0, layer(A, 5000, 10**6))))
     assert [(e.type, e.timestamp) for e in out.events][:1] == [(EventType.PULL_STALE, at(600))]
     assert out.samples == []  # the stale pull is finished: its repeat changes nothing
+
+
+def test_the_wait_before_an_ingests_first_byte_leaves_the_rate_once_two_steps_landed():
+    # containerd stamps an ingest at offset 0 when it opens, before the request goes out; the
+    # first 1 MiB step lands after the time to first byte (here 0.3 s) plus 0.5 s at 2 MiB/s.
+    mib = 1 << 20
+    eng = Engine()
+    rates, fetched = [], 0
+    for t, done, updated in [(0.1, 0, 0.0), (0.9, mib, 0.8), (1.4, 2 * mib, 1.3),
+                             (1.9, 3 * mib, 1.8)]:
+        out = eng.ingest(report("n1", t, pull("img:1", 0, layer(A, done, 8 * mib,
+                                                                updated=updated))))
+        rates.append(out.samples[0].bytes_per_sec)
+        fetched += out.samples[0].fetched_bytes
+    assert rates == [
+        None,
+        pytest.approx(mib / 0.8),  # one step: nothing tells the wait from the transfer yet
+        pytest.approx(2 * mib),  # 1 MiB over the 0.5 s between the two steps
+        pytest.approx(2 * mib),  # 2 MiB over 1 s
+    ]
+    assert fetched == 3 * mib  # the bytes of the first step still count as fetched
