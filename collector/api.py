@@ -16,6 +16,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from collector.errors import ReportError
+from collector.export import add_export_route
 from collector.model import parse_report
 from collector.service import Collector
 
@@ -133,6 +134,7 @@ def build_app(collector: Collector, token: str | None = None,
     app.router.add_get("/api/v1/events", events)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_export_route(app, collector)
     return app
 
 

@@ -113,7 +113,7 @@ class Store:
             if not read_only:
                 self.con.execute(_DDL)
                 self.con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
-                                 [str(SCHEMA_VERSION)])
+                                 [str(SCHEMA_VERSION)]).fetchall()
         except duckdb.IOException as exc:
             raise StoreError(_open_hint(self.path, exc)) from exc
         except duckdb.Error as exc:
