@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.timefmt import format_rfc3339
 from tests.collector.reports import at, digest
-from tests.collector.server import ManualClock, RunningCollector
+from tests.collector.server import RunningCollector
 
 TOKEN = "s3cret"
 
@@ -25,17 +25,6 @@ def go_ingest(n: int, done: int, total: int, started: float) -> dict:
             "totalKnown": True,
             "layers": [{"digest": ref, "mediaType": "", "totalBytes": total,
                         "downloadedBytes": done, "totalKnown": True}]}
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def server(tmp_path, clock):
-    with RunningCollector(tmp_path / "api.duckdb", gate_clock=clock) as running:
-        yield running
 
 
 @pytest.fixture

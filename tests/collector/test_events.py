@@ -12,20 +12,8 @@ import pytest
 from collector.model import EventType, LayerPhase, PullEvent
 from collector.service import MAX_SSE_CLIENTS, SSE_QUEUE
 from tests.collector.reports import digest, layer, pull, report
-from tests.collector.server import ManualClock, RunningCollector
 
 A = digest(0xA)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def server(tmp_path, clock):
-    with RunningCollector(tmp_path / "sse.duckdb", gate_clock=clock) as running:
-        yield running
 
 
 def test_stream_carries_all_seven_event_types(server, clock):
