@@ -7,6 +7,7 @@ or node name, 429 a node's second report within 500 ms, 200 with an empty body. 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -24,6 +25,7 @@ log = logging.getLogger("pulltrace.api")
 
 MAX_BODY = 1 << 20
 MIN_REPORT_GAP_NS = 500_000_000
+COMMIT_WAIT = 30.0  # seconds a report waits for its commit before the answer is 503
 COLLECTOR_KEY = web.AppKey("collector", Collector)
 
 
@@ -87,7 +89,11 @@ def build_app(collector: Collector, token: str | None = None,
             metrics.reports_dropped.labels("rate_limited").inc()
             return _text(429, f"node {parsed.node_name!r} reported less than 500ms ago; "
                               "send at most two reports per second")
-        await collector.submit(parsed)
+        try:
+            await asyncio.wait_for(collector.submit(parsed), COMMIT_WAIT)
+        except TimeoutError:
+            return _text(503, f"not recorded yet: {collector.store_error or 'the database is slow'}"
+                              "; the report is kept and will be written, resending it is safe")
         return web.Response(status=200)
 
     async def pulls(request: web.Request) -> web.Response:
@@ -125,9 +131,12 @@ def build_app(collector: Collector, token: str | None = None,
         return _text(200, "ok")
 
     async def readyz(_: web.Request) -> web.Response:
-        if collector.ready:
-            return _text(200, "ready")
-        return _text(503, "not ready: recovering the database")
+        if not collector.ready:
+            return _text(503, "not ready: recovering the database")
+        if collector.store_error:
+            return _text(503, f"not ready: writes to the database fail ({collector.store_error});"
+                              " reports wait until they succeed")
+        return _text(200, "ready")
 
     app.router.add_post("/api/v1/report", report)
     app.router.add_get("/api/v1/pulls", pulls)

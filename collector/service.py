@@ -91,6 +91,7 @@ class Collector:
     clock: Clock = monotonic_clock
     tick_interval: float = 1.0
     ready: bool = False
+    store_error: str | None = None  # the last write failure, while writes keep failing
     _queue: list[_Item] = field(default_factory=list)
     _wake: asyncio.Event | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -167,18 +168,22 @@ class Collector:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                batch = self._queue
+                # A copy: reports queued while this batch is written go in the next one.
+                batch = list(self._queue)
                 try:
                     await self._write([item.out for item in batch])
                 except StoreError as exc:
-                    # Keep the batch (in order) and retry: its callers are still waiting.
+                    # Keep the batch (in order) and retry: its callers are still waiting,
+                    # and a report is answered only once it is written.
                     self.metrics.store_errors.inc()
+                    self.store_error = str(exc)
                     log.error("%s; retrying in %.1fs", exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 backoff = 0.1
-                self._queue = self._queue[len(batch):]
+                self.store_error = None
+                del self._queue[:len(batch)]
                 self._resolve(batch)
 
     async def _write(self, outs: list[Output]) -> None:

@@ -169,7 +169,9 @@ class Store:
             self._upsert("layers", to_arrow(list(layers.values()), LayerRow),
                          ("pull_id", "digest"))
             self.con.execute("COMMIT")
-        except duckdb.Error as exc:
+        except Exception as exc:
+            # Whatever failed (DuckDB, or Arrow converting a value), nothing of the batch
+            # stays: the caller keeps it and tries again.
             self._seq -= len(reports)
             with contextlib.suppress(duckdb.Error):
                 self.con.execute("ROLLBACK")
