@@ -73,11 +73,10 @@ def build_app(collector: Collector, token: str | None = None,
         if not gate.authorized(request.headers.get("Authorization")):
             metrics.reports_dropped.labels("unauthorized").inc()
             return _text(401, "unauthorized: send 'Authorization: Bearer <token>'")
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            metrics.reports_dropped.labels("too_large").inc()
-            return _text(413, f"report body over {MAX_BODY} bytes")
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
+        try:
+            # The whole body, however it arrives (chunked, in pieces); over the cap: 413.
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
             metrics.reports_dropped.labels("too_large").inc()
             return _text(413, f"report body over {MAX_BODY} bytes")
         try:

@@ -18,6 +18,11 @@ from collector.errors import ReportError
 from collector.timefmt import format_rfc3339, parse_rfc3339
 
 MAX_NODE_NAME = 253
+MAX_BYTES = 1 << 48  # 256 TiB: no layer is larger, and sums over a pull stay in 64 bits
+# Times must fit DuckDB's nanosecond timestamps (1677-2262); anything outside 1970-2200 is
+# a broken clock, not a pull.
+MIN_TIME_NS = 0
+MAX_TIME_NS = 7_258_118_400 * 1_000_000_000  # 2200-01-01
 SCHEMA_VERSION = "v1"
 # Ingests that no manifest claims yet (and every ingest of a Go agent) are grouped per node
 # under this image reference, as the Go server did.
@@ -183,6 +188,9 @@ def _time(obj: Mapping[str, Any], key: str, path: str, *, required: bool = False
         value = parse_rfc3339(text)
     except ValueError as exc:
         raise ReportError(f"{path}{key}", str(exc)) from exc
+    if value is not None and not MIN_TIME_NS <= value < MAX_TIME_NS:
+        raise ReportError(f"{path}{key}", f"{text} is not between 1970 and 2200; "
+                                          "is the reporter's clock set?")
     if value is None and required:
         raise ReportError(f"{path}{key}", "is the zero time; send the time of the report")
     return value
@@ -192,13 +200,32 @@ def _bytes(obj: Mapping[str, Any], key: str, path: str) -> int:
     value: int = _get(obj, key, path, int, 0)
     if value < 0:
         raise ReportError(f"{path}{key}", f"must not be negative, got {value}")
+    if value > MAX_BYTES:
+        raise ReportError(f"{path}{key}", f"{value} is over {MAX_BYTES} (256 TiB)")
+    return value
+
+
+def _name(obj: Mapping[str, Any], key: str, path: str, default: str | None = None, *,
+          required: bool = False, free_text: bool = False) -> Any:
+    """A string field: valid UTF-8, and, unless free text, no control characters."""
+    value = _get(obj, key, path, str, default, required=required)
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ReportError(f"{path}{key}", "is not valid Unicode (a lone surrogate)") from exc
+    allowed = "\t\n\r" if free_text else ""
+    bad = next((c for c in value if (ord(c) < 32 or ord(c) == 127) and c not in allowed), None)
+    if bad is not None:
+        raise ReportError(f"{path}{key}", f"contains the control character {bad!r}")
     return value
 
 
 def _layer(obj: Any, path: str) -> LayerState:
     if not isinstance(obj, dict):
         raise ReportError(path.rstrip("."), f"expected an object, got {_short(obj)}")
-    digest = _get(obj, "digest", path, str, required=True)
+    digest = _name(obj, "digest", path, required=True)
     if not digest:
         raise ReportError(f"{path}digest", "must not be empty")
     total = _bytes(obj, "totalBytes", path)
@@ -207,7 +234,7 @@ def _layer(obj: Any, path: str) -> LayerState:
     if total_known and total and downloaded > total:
         raise ReportError(f"{path}downloadedBytes",
                           f"{downloaded} exceeds totalBytes {total}")
-    state_text = _get(obj, "state", path, str)
+    state_text = _name(obj, "state", path)
     state = None
     if state_text:
         try:
@@ -218,7 +245,7 @@ def _layer(obj: Any, path: str) -> LayerState:
                               f"unknown state {state_text!r}; expected one of {choices}") from exc
     return LayerState(
         digest=digest,
-        media_type=_get(obj, "mediaType", path, str, ""),
+        media_type=_name(obj, "mediaType", path, ""),
         total_bytes=total,
         downloaded_bytes=downloaded,
         total_known=total_known,
@@ -231,7 +258,7 @@ def _layer(obj: Any, path: str) -> LayerState:
 def _pull(obj: Any, path: str) -> PullState:
     if not isinstance(obj, dict):
         raise ReportError(path.rstrip("."), f"expected an object, got {_short(obj)}")
-    image_ref = _get(obj, "imageRef", path, str, required=True)
+    image_ref = _name(obj, "imageRef", path, required=True)
     if not image_ref:
         raise ReportError(f"{path}imageRef", "must not be empty")
     raw_layers = _get(obj, "layers", path, list, [])
@@ -242,14 +269,14 @@ def _pull(obj: Any, path: str) -> PullState:
             raise ReportError(f"{path}layers[{i}].digest",
                               f"{layer.digest} appears twice in one pull")
         seen.add(layer.digest)
-    error = _get(obj, "error", path, str)
+    error = _name(obj, "error", path, free_text=True)
     return PullState(
         image_ref=image_ref,
         started_at=_time(obj, "startedAt", path),
         layers=layers,
         total_known=_get(obj, "totalKnown", path, bool, False),
         error=error or None,
-        digest=_get(obj, "digest", path, str) or None,
+        digest=_name(obj, "digest", path) or None,
     )
 
 
@@ -257,7 +284,7 @@ def decode_report(obj: Any) -> AgentReport:
     """Validate a parsed JSON value as an AgentReport; ReportError names the bad field."""
     if not isinstance(obj, dict):
         raise ReportError("", f"a report must be a JSON object, got {_short(obj)}")
-    node = _get(obj, "nodeName", "", str, required=True)
+    node = _name(obj, "nodeName", "", required=True)
     if not node:
         raise ReportError("nodeName", "must not be empty")
     if len(node) > MAX_NODE_NAME:
@@ -275,6 +302,8 @@ def parse_report(text: str | bytes) -> AgentReport:
         obj = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ReportError("", f"invalid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ReportError("", "invalid report: JSON nested too deeply") from exc
     return decode_report(obj)
 
 

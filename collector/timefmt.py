@@ -7,6 +7,7 @@ Times are carried as integer nanoseconds since the Unix epoch (UTC) so that iden
 from __future__ import annotations
 
 import calendar
+import datetime
 import re
 import time
 
@@ -26,20 +27,24 @@ def parse_rfc3339(text: str) -> int | None:
     if m is None:
         raise ValueError(f"not an RFC 3339 time: {text!r} (expected e.g. 2024-05-01T12:00:00.5Z)")
     year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
-    if year == 1:
-        return None
-    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
-        raise ValueError(f"not an RFC 3339 time: {text!r} (a field is out of range)")
     frac = (m.group(7) or "").ljust(9, "0")
     zone = m.group(8)
+    if (year, month, day, hour, minute, second, int(frac)) == (1, 1, 1, 0, 0, 0, 0) \
+            and zone in ("Z", "z"):
+        return None
+    try:
+        datetime.date(year, month, day)  # the day exists in that month
+    except ValueError as exc:
+        raise ValueError(f"not an RFC 3339 time: {text!r} ({exc})") from exc
     offset = 0
     if zone not in ("Z", "z"):
-        sign = 1 if zone[0] == "+" else -1
-        offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-    try:
-        seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    except (OverflowError, ValueError) as exc:  # pragma: no cover - regex bounds the fields
-        raise ValueError(f"not an RFC 3339 time: {text!r}") from exc
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        if hours > 23 or minutes > 59:
+            raise ValueError(f"not an RFC 3339 time: {text!r} (the offset is out of range)")
+        offset = (1 if zone[0] == "+" else -1) * (hours * 3600 + minutes * 60)
+    if hour > 23 or minute > 59 or second > 60:
+        raise ValueError(f"not an RFC 3339 time: {text!r} (a field is out of range)")
+    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
     return (seconds - offset) * NS + int(frac)
 
 

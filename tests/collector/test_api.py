@@ -148,3 +148,61 @@ def test_metrics_parse_and_carry_the_original_names(server, clock):
     assert value["pulltrace_pull_errors_total"] == 1
     assert value["pulltrace_agent_reports_total"] == 1
     assert value["pulltrace_pulls_total"] == 1
+
+
+def _pulls_with_layer(**fields) -> list[dict]:
+    lay = {"digest": "sha256:1", "totalBytes": 10, "downloadedBytes": 1} | fields
+    return [{"imageRef": "img:1", "startedAt": format_rfc3339(at(0)), "layers": [lay]}]
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    (json.dumps(body(pulls=_pulls_with_layer(totalBytes=2**63))),
+     "pulls[0].layers[0].totalBytes: 9223372036854775808 is over 281474976710656 (256 TiB)"),
+    (json.dumps(body(pulls=_pulls_with_layer(downloadedBytes=10**30, totalBytes=0))),
+     "pulls[0].layers[0].downloadedBytes: 1000000000000000000000000000000 is over"),
+    ('{"nodeName": "n", "timestamp": "9999-01-01T00:00:00Z"}',
+     "timestamp: 9999-01-01T00:00:00Z is not between 1970 and 2200"),
+    ('{"nodeName": "n", "timestamp": "2026-02-31T00:00:00Z"}',
+     "timestamp: not an RFC 3339 time: '2026-02-31T00:00:00Z' (day is out of range"),
+    ('{"nodeName": "n", "timestamp": "2026-01-01T00:00:00+25:99"}', "the offset is out of range"),
+    ('{"nodeName": "n\\ud800", "timestamp": "2026-01-01T00:00:00Z"}',
+     "nodeName: is not valid Unicode"),
+    (json.dumps(body(pulls=[{"imageRef": "img\u001b[31m", "layers": []}])),
+     "pulls[0].imageRef: contains the control character '\\x1b'"),
+    ("[" * 100_000, "nested too deeply"),
+])
+def test_values_the_store_cannot_hold_are_400_and_ingest_goes_on(server, clock, payload,
+                                                                  message):
+    resp = post(server, payload.encode())
+    assert resp.status_code == 400
+    assert message in resp.text
+    clock.advance(1)
+    assert post(server, body(pulls=_pulls_with_layer())).status_code == 200
+    assert [p["imageRef"] for p in httpx.get(server.url + "/api/v1/pulls").json()["pulls"]] \
+        == ["img:1"]
+
+
+def test_a_large_report_sent_in_chunks_is_read_whole(server):
+    layers = [{"digest": f"sha256:{i:064x}", "totalBytes": 10**6, "downloadedBytes": 0}
+              for i in range(3000)]
+    data = json.dumps(body(pulls=[{"imageRef": "big:1", "startedAt": format_rfc3339(at(0)),
+                                   "layers": layers}])).encode()
+    assert 300_000 < len(data) < 1 << 20  # larger than aiohttp reads in one go
+
+    def pieces():
+        for i in range(0, len(data), 50_000):
+            yield data[i:i + 50_000]
+
+    resp = httpx.post(server.url + "/api/v1/report", content=pieces(), timeout=10)
+    assert resp.status_code == 200
+    (big,) = httpx.get(server.url + "/api/v1/pulls").json()["pulls"]
+    assert big["layerCount"] == 3000
+
+
+def test_a_chunked_body_over_one_mib_is_413(server):
+    def pieces():
+        for _ in range(30):
+            yield b" " * 40_000
+
+    resp = httpx.post(server.url + "/api/v1/report", content=pieces(), timeout=10)
+    assert resp.status_code == 413
