@@ -167,7 +167,10 @@ class Engine:
                     and not self._end_if_stale(node, now, pending) \
                     and now >= self._stall_due.get(node, 0):
                 self._check_stalls(node, now, pending)
-        self._flush(pending, out, snapshot_at=lambda p: _last_event_time(pending, p))
+        last_event: dict[str, int] = {}
+        for pull, _, ts, _ in pending.events:
+            last_event[pull.id] = max(ts, last_event.get(pull.id, ts))
+        self._flush(pending, out, snapshot_at=lambda p: last_event[p.id])
         self.now = max(self.now, now)
         self._expire(self.now)
 
@@ -398,10 +401,6 @@ class Engine:
                 out.events.append(PullEvent(timestamp=snapshot_at(pull),
                                             type=EventType.PULL_PROGRESS, node_name=pull.node,
                                             pull=snapshots[pull.id]))
-
-
-def _last_event_time(pending: _Pending, pull: Pull) -> int:
-    return max(ts for p, _, ts, _ in pending.events if p is pull)
 
 
 def _normalise(pulls: tuple[PullState, ...]) -> list[PullState]:
