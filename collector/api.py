@@ -111,6 +111,9 @@ def build_app(collector: Collector, token: str | None = None,
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
+        transport = request.transport
+        if transport is not None:
+            sub.on_drop = transport.close
         try:
             await resp.prepare(request)
             await resp.write(b": connected\n\n")

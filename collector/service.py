@@ -66,14 +66,24 @@ class Subscription:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[PullEvent | None] = asyncio.Queue(SSE_QUEUE)
         self.dropped = False
+        # Closes the client's connection: its handler may be stuck writing to a client that
+        # does not read, and must not keep the socket and the queue.
+        self.on_drop: Callable[[], None] | None = None
 
     def push(self, event: PullEvent) -> bool:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.dropped = True
+            self.drop()
             return False
         return True
+
+    def drop(self) -> None:
+        self.dropped = True
+        if not self.queue.full():
+            self.queue.put_nowait(None)
+        if self.on_drop is not None:
+            self.on_drop()
 
 
 @dataclass
@@ -239,9 +249,7 @@ class Collector:
     def close_streams(self) -> None:
         """End every event stream (at shutdown, so their handlers return)."""
         for sub in list(self._subscribers):
-            sub.dropped = True
-            if not sub.queue.full():
-                sub.queue.put_nowait(None)
+            sub.drop()
         self._subscribers.clear()
 
     def _publish(self, events: list[PullEvent]) -> None:
@@ -250,4 +258,5 @@ class Collector:
                 if not sub.push(event):
                     # A slow client is dropped, never waited for.
                     self._subscribers.discard(sub)
+                    self.metrics.sse_clients.set(len(self._subscribers))
                     break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import aiohttp
 import httpx
@@ -12,6 +13,7 @@ import pytest
 from collector.model import EventType, LayerPhase, PullEvent
 from collector.service import MAX_SSE_CLIENTS, SSE_QUEUE
 from tests.collector.reports import digest, layer, pull, report
+from tests.collector.server import RunningCollector, SteppingClock
 
 A = digest(0xA)
 
@@ -94,3 +96,27 @@ def test_a_client_that_falls_behind_is_dropped_and_ingest_goes_on(server, clock)
     clock.advance(1)
     rep = report("n1", 1, pull("img:1", 0, layer(A, 500, 1000)))
     assert httpx.post(server.url + "/api/v1/report", content=rep.dumps()).status_code == 200
+
+
+def test_a_client_that_never_reads_is_disconnected(tmp_path, monkeypatch):
+    monkeypatch.setattr("collector.service.SSE_QUEUE", 16)
+    idle = [layer(digest(100 + i), 0, 10**7) for i in range(100)]  # big events: ~20 kB each
+    with RunningCollector(tmp_path / "stuck.duckdb", gate_clock=SteppingClock()) as live:
+        host, port = live.server.http_addr
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect((host, port))
+        stuck.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        with httpx.Client(timeout=10) as client:
+            for t in range(400):  # far more than socket buffers and the queue hold
+                rep = report("n1", t, pull("img:1", 0, layer(A, t * 1000, 10**7), *idle))
+                assert client.post(live.url + "/api/v1/report", content=rep.dumps()) \
+                    .status_code == 200
+            metrics = client.get(live.metrics_url).text
+        assert "pulltrace_sse_clients_active 0.0" in metrics
+        stuck.settimeout(10)
+        received = 0
+        while chunk := stuck.recv(65536):  # what was buffered, then the server's close
+            received += len(chunk)
+        stuck.close()
+        assert received > 0
