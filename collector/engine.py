@@ -289,7 +289,9 @@ class Engine:
 
     def _update_layer(self, pull: Pull, layer: Layer, ls: LayerState, now: int, out: Output,
                       pending: _Pending) -> None:
-        ts = ls.updated_at if ls.updated_at is not None else now
+        # A layer cannot have changed after the report was taken; a later updatedAt is a
+        # broken clock and would freeze the layer's rate window in the future.
+        ts = min(ls.updated_at, now) if ls.updated_at is not None else now
         gained = 0
         if layer.active:
             if ls.media_type:

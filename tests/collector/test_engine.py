@@ -289,3 +289,13 @@ def test_the_wait_before_an_ingests_first_byte_leaves_the_rate_once_two_steps_la
         pytest.approx(2 * mib),  # 2 MiB over 1 s
     ]
     assert fetched == 3 * mib  # the bytes of the first step still count as fetched
+
+
+def test_an_updated_at_after_the_report_counts_as_the_report_time():
+    eng = Engine()
+    eng.ingest(report("n1", 0, pull("img:1", 0, layer(A, 0, 10**7, updated=3600 * 24 * 365))))
+    eng.ingest(report("n1", 1, pull("img:1", 0, layer(A, 1_000_000, 10**7, updated=0.9))))
+    out = eng.ingest(report("n1", 2, pull("img:1", 0, layer(A, 2_000_000, 10**7, updated=1.9))))
+    # points (0, 0), (0.9, 1e6), (1.9, 2e6): the opening is left out once two steps landed
+    assert out.samples[0].bytes_per_sec == pytest.approx(1_000_000)
+    assert out.samples[0].status == "downloading"
