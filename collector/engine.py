@@ -60,8 +60,12 @@ class _Pending:
 class Engine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
+        # ``now`` is on the arrival time line (AgentReport.received_at, or the report's own
+        # timestamp where there is none); every node's own times are on its own clock, and
+        # ``_offset`` maps one onto the other, so one node's clock never moves another's.
         self.now = 0
         self._last_report: dict[str, int] = {}
+        self._offset: dict[str, int] = {}
         self._pulls: dict[str, Pull] = {}
         self._history: dict[str, PullStatus] = {}  # finished before this engine started
         # Per node, the earliest time one of its layers could stall: other nodes' reports
@@ -77,13 +81,15 @@ class Engine:
 
     def pulls(self) -> list[PullStatus]:
         """Active pulls and those finished within the history TTL, newest first."""
-        found = [p.status_at(self.now) for p in self._pulls.values()]
+        found = [p.status_at(self._node_time(p.node, self.now)) for p in self._pulls.values()]
         found += self._history.values()
         return sorted(found, key=lambda p: (p.started_at, p.id), reverse=True)
 
     def pull(self, pid: str) -> PullStatus | None:
         found = self._pulls.get(pid)
-        return found.status_at(self.now) if found else self._history.get(pid)
+        if found is None:
+            return self._history.get(pid)
+        return found.status_at(self._node_time(found.node, self.now))
 
     def remember(self, status: PullStatus) -> None:
         """List a pull that finished before this engine started (recovery) until its
@@ -108,7 +114,7 @@ class Engine:
         """Remember a node's last report time (recovery), so older reports stay dropped."""
         if at > self._last_report.get(node, at - 1):
             self._last_report[node] = at
-        self.now = max(self.now, at)
+            self._offset.setdefault(node, 0)
 
     def mark_finished(self, node: str, identity: str, started_at: int, at: int) -> None:
         """Remember a pull finished before this engine started (recovery); ``identity`` is
@@ -122,14 +128,20 @@ class Engine:
 
     def ingest(self, report: AgentReport) -> Output:
         node, now = report.node_name, report.timestamp
+        arrived = report.received_at if report.received_at is not None else now
         last = self._last_report.get(node)
         if last is not None and now <= last:
             reason = "duplicate" if now == last else "out_of_order"
             self.dropped[reason] += 1
             return Output(accepted=False, drop_reason=reason, report=report)
         out = Output(report=report)
-        self._advance(now, out, skip=node)
+        stale = _Pending()
+        # The node's own silence, by its own clock (as a tick would have found it).
+        self._end_if_stale(node, now, stale)
+        self._flush_lifecycle(stale, out)
+        self._advance(arrived, out, skip=node)
         self._last_report[node] = now
+        self._offset[node] = arrived - now
         pending = _Pending()
         active = self._active.setdefault(node, {})
         seen: set[str] = set()
@@ -148,31 +160,41 @@ class Engine:
         return out
 
     def tick(self, now: int) -> Output:
-        """Let time pass without a report: stalls, stale nodes, history expiry."""
+        """Let time pass without a report: stalls, stale nodes, history expiry. ``now`` is on
+        the arrival time line: the collector's clock."""
         out = Output()
         self._advance(now, out, skip=None)
         return out
 
     # --- time --------------------------------------------------------------------------------
 
+    def _node_time(self, node: str, arrived: int) -> int:
+        """What ``node``'s clock read when the collector's read ``arrived``."""
+        return arrived - self._offset.get(node, 0)
+
     def _advance(self, now: int, out: Output, skip: str | None) -> None:
-        pending = _Pending()
-        if skip is not None:
-            # The reporting node's own silence counts even if its clock is behind others'.
-            self._end_if_stale(skip, now, pending)
-        if now <= self.now and not pending.events:
+        if now <= self.now:
             return
+        pending = _Pending()
         for node, pulls in self._active.items():
-            if pulls and node != skip and now > self.now \
-                    and not self._end_if_stale(node, now, pending) \
-                    and now >= self._stall_due.get(node, 0):
-                self._check_stalls(node, now, pending)
+            if not pulls or node == skip:
+                continue
+            node_now = self._node_time(node, now)
+            if not self._end_if_stale(node, node_now, pending) \
+                    and node_now >= self._stall_due.get(node, 0):
+                self._check_stalls(node, node_now, pending)
+        self._flush_lifecycle(pending, out)
+        self.now = now
+        self._expire(now)
+
+    def _flush_lifecycle(self, pending: _Pending, out: Output) -> None:
+        """Rows and events of changes found between reports, each pull as of its last one."""
+        if not pending.events:
+            return
         last_event: dict[str, int] = {}
         for pull, _, ts, _ in pending.events:
             last_event[pull.id] = max(ts, last_event.get(pull.id, ts))
         self._flush(pending, out, snapshot_at=lambda p: last_event[p.id])
-        self.now = max(self.now, now)
-        self._expire(self.now)
 
     def _end_if_stale(self, node: str, now: int, pending: _Pending) -> bool:
         """End a silent node's pulls as stale, at the moment its silence ran out."""
@@ -281,8 +303,11 @@ class Engine:
         pull.completed_at = at
         self._active[pull.node].pop(pull.key, None)
         self._finished[pull.key] = at
-        heapq.heappush(self._expiry, (at + self.config.history_ttl_ns, 0, pull.id))
-        self._schedule_key(pull.key, at + max(self.config.history_ttl_ns, _FINISHED_KEYS_KEEP))
+        # Expiry is on the arrival time line, like ``now``.
+        at_arrival = at + self._offset.get(pull.node, 0)
+        heapq.heappush(self._expiry, (at_arrival + self.config.history_ttl_ns, 0, pull.id))
+        self._schedule_key(pull.key,
+                           at_arrival + max(self.config.history_ttl_ns, _FINISHED_KEYS_KEEP))
         pending.add(pull, kind, at)
 
     # --- layers ------------------------------------------------------------------------------

@@ -133,15 +133,21 @@ class PullState:
 @dataclass(frozen=True, slots=True)
 class AgentReport:
     node_name: str
-    timestamp: int
+    timestamp: int  # the reporter's clock
     pulls: tuple[PullState, ...] = ()
+    # The collector's clock when the report arrived (set by the collector, kept in
+    # recordings): the one time line on which nodes whose clocks disagree can be compared.
+    received_at: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "nodeName": self.node_name,
             "timestamp": format_rfc3339(self.timestamp),
             "pulls": [pull.to_json() for pull in self.pulls],
         }
+        if self.received_at is not None:
+            out["receivedAt"] = format_rfc3339(self.received_at)
+        return out
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))
@@ -293,7 +299,8 @@ def decode_report(obj: Any) -> AgentReport:
     assert timestamp is not None
     raw_pulls = _get(obj, "pulls", "", list, [])
     pulls = tuple(_pull(item, f"pulls[{i}].") for i, item in enumerate(raw_pulls))
-    return AgentReport(node_name=node, timestamp=timestamp, pulls=pulls)
+    return AgentReport(node_name=node, timestamp=timestamp, pulls=pulls,
+                       received_at=_time(obj, "receivedAt", ""))
 
 
 def parse_report(text: str | bytes) -> AgentReport:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -33,8 +34,8 @@ MAX_SSE_CLIENTS = 256
 SSE_QUEUE = 1024  # events a client may lag behind before it is dropped
 
 
-def monotonic_clock() -> int:
-    return time.monotonic_ns()
+def wall_clock() -> int:
+    return time.time_ns()
 
 
 class Recorder:
@@ -98,7 +99,7 @@ class Collector:
     store: Store
     metrics: Metrics
     recorder: Recorder | None = None
-    clock: Clock = monotonic_clock
+    clock: Clock = wall_clock  # stamps each report's arrival and drives the ticks
     tick_interval: float = 1.0
     ready: bool = False
     store_error: str | None = None  # the last write failure, while writes keep failing
@@ -109,8 +110,6 @@ class Collector:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="pulltrace-store"))
     _subscribers: set[Subscription] = field(default_factory=set)
     _last_future: asyncio.Future[None] | None = None
-    _base: int = 0  # the latest report time seen ...
-    _last_input: int | None = None  # ... and our clock when it arrived
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -118,8 +117,6 @@ class Collector:
         recovered = await loop.run_in_executor(self._executor, self.store.recover, self.engine)
         if recovered:
             log.info("rebuilt %d in-flight pulls from %s", recovered, self.store.path)
-        if self.engine.now:
-            self._base, self._last_input = self.engine.now, self.clock()
         self._refresh_gauges()
         self._tasks = [asyncio.create_task(self._commit_loop(), name="pulltrace-commit"),
                        asyncio.create_task(self._tick_loop(), name="pulltrace-tick")]
@@ -151,9 +148,7 @@ class Collector:
         A dropped report (repeated or older than its node's last) waits for whatever is
         already queued, so its answer never precedes the commit of the one it repeats.
         """
-        out = self.engine.ingest(report)
-        if out.accepted and report.timestamp > self._base:
-            self._base, self._last_input = report.timestamp, self.clock()
+        out = self.engine.ingest(dataclasses.replace(report, received_at=self.clock()))
         loop = asyncio.get_running_loop()
         if not out.accepted:
             self.metrics.observe(out)
@@ -216,12 +211,7 @@ class Collector:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            if self._last_input is None:
-                continue
-            # Time in the reporters' terms: the latest report's time plus what has passed
-            # since it arrived. Reporters' clocks need not agree with ours.
-            now = self._base + (self.clock() - self._last_input)
-            out = self.engine.tick(now)
+            out = self.engine.tick(self.clock())
             if out.events or out.pulls:
                 self._enqueue(_Item(out, None))
 

@@ -299,3 +299,24 @@ def test_an_updated_at_after_the_report_counts_as_the_report_time():
     # points (0, 0), (0.9, 1e6), (1.9, 2e6): the opening is left out once two steps landed
     assert out.samples[0].bytes_per_sec == pytest.approx(1_000_000)
     assert out.samples[0].status == "downloading"
+
+
+def test_a_node_whose_clock_runs_ahead_moves_no_other_node():
+    eng = Engine(EngineConfig(stale_after_ns=600 * 10**9, stall_after_ns=30 * 10**9))
+
+    def arrived(rep, seconds):
+        return dataclasses.replace(rep, received_at=at(seconds))
+
+    eng.ingest(arrived(report("a", 0, pull("img:1", 0, layer(A, 0, 10**7))), 0))
+    eng.ingest(arrived(report("a", 1, pull("img:1", 0, layer(A, 1_000_000, 10**7))), 1))
+    # b's clock is 11 minutes ahead, but its report arrives 1.5 s after a's first
+    out = eng.ingest(arrived(report("b", 661.5, pull("img:2", 661, layer(B, 0, 10**7))), 1.5))
+    assert [e.type for e in out.events if e.node_name == "a"] == []
+    out = eng.ingest(arrived(report("a", 2, pull("img:1", 0, layer(A, 2_000_000, 10**7))), 2))
+    a = next(p for p in eng.pulls() if p.node_name == "a")
+    assert a.status.value == "active"
+    assert a.bytes_per_sec == pytest.approx(1_000_000)
+    # 700 s of silence by the collector's clock: both are stale, each at its own deadline
+    out = eng.tick(at(702))
+    assert [(e.node_name, e.timestamp) for e in out.events
+            if e.type is EventType.PULL_STALE] == [("a", at(602)), ("b", at(1261.5))]
