@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -42,14 +43,37 @@ def _duration(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _window(text: str) -> int:
+    value = _duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration above 0, got {text!r}")
+    return value
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if value <= 0:
+    if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
     return value
+
+
+def _floor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected bytes per second, 0 or more, got {text!r}")
+    return value
+
+
+def _db_path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file path (or :memory:), got ''")
+    return text
 
 
 def _seconds(text: str) -> float:
@@ -86,15 +110,15 @@ def _source_flags(p: argparse.ArgumentParser) -> None:
 
 def _engine_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pull semantics")
-    g.add_argument("--rate-window", type=_duration, default=10 * NS, metavar="DURATION",
+    g.add_argument("--rate-window", type=_window, default=10 * NS, metavar="DURATION",
                    help="window of a layer's speed (default 10s)")
-    g.add_argument("--stall-after", type=_duration, default=30 * NS, metavar="DURATION",
+    g.add_argument("--stall-after", type=_window, default=30 * NS, metavar="DURATION",
                    help="a layer below the stall floor this long is stalled (default 30s)")
-    g.add_argument("--stall-floor", type=float, default=1024.0, metavar="BYTES_PER_SEC",
+    g.add_argument("--stall-floor", type=_floor, default=1024.0, metavar="BYTES_PER_SEC",
                    help="slower than this is no progress (default 1024)")
-    g.add_argument("--stale-after", type=_duration, default=600 * NS, metavar="DURATION",
+    g.add_argument("--stale-after", type=_window, default=600 * NS, metavar="DURATION",
                    help="a node silent this long: its pulls end as stale (default 10m)")
-    g.add_argument("--history-ttl", type=_duration,
+    g.add_argument("--history-ttl", type=_window,
                    default=_env("PULLTRACE_HISTORY_TTL", "1h"), metavar="DURATION",
                    help="how long finished pulls stay in /api/v1/pulls "
                         "(PULLTRACE_HISTORY_TTL, default 1h)")
@@ -109,7 +133,7 @@ def _engine(args: argparse.Namespace) -> Engine:
 
 
 def _serve_flags(p: argparse.ArgumentParser, db_default: str) -> None:
-    p.add_argument("--db", default=db_default,
+    p.add_argument("--db", default=db_default, type=_db_path,
                    help=f"DuckDB file to record into (default {db_default})")
     p.add_argument("--listen", default=_env("PULLTRACE_HTTP_ADDR", "127.0.0.1:8080"),
                    help="HOST:PORT of the API (PULLTRACE_HTTP_ADDR, default 127.0.0.1:8080)")
@@ -158,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="run a recording through the engine into DuckDB")
     replay.add_argument("file", help="JSONL recording")
-    replay.add_argument("--db", required=True, help="DuckDB file to write")
+    replay.add_argument("--db", required=True, type=_db_path,
+                        help="DuckDB file to write (a new one, or --append)")
+    replay.add_argument("--append", action="store_true",
+                        help="add to a database that already holds reports")
     replay.add_argument("--speed", type=_positive, default=None,
                         help="X times real time (default: as fast as possible)")
     _engine_flags(replay)
@@ -235,6 +262,11 @@ async def _agent(args: argparse.Namespace) -> None:
 def _replay(args: argparse.Namespace) -> None:
     engine = _engine(args)
     with Store(args.db) as store:
+        if (held := store.count("reports")) and not args.append:
+            raise ConfigError(f"{args.db} already holds {held} reports; replay into a new "
+                              "file, or pass --append to add to it")
+        if held:
+            store.recover(engine)  # continue from what the file holds
         batch: list[Output] = []
         first_ts = start = None
         count = 0
@@ -263,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = {"warn": "warning"}.get(args.log_level, args.log_level)
+    if level not in ("debug", "info", "warning", "error"):
+        parser.error(f"--log-level (or PULLTRACE_LOG_LEVEL): {args.log_level!r} is not one of "
+                     "debug, info, warn, error")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     try:
         if args.command == "collect":
