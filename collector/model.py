@@ -70,6 +70,9 @@ class EventType(enum.StrEnum):
     PULL_STALLED = "pull.stalled"
     LAYER_STALLED = "layer.stalled"
     PULL_STALE = "pull.stale"
+    # A source (containerd) stopped or started answering; these carry no pull.
+    SOURCE_UNAVAILABLE = "source.unavailable"
+    SOURCE_AVAILABLE = "source.available"
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,3 +415,25 @@ class PullEvent:
         if self.digest is not None:
             out["digest"] = self.digest
         return out
+
+
+@dataclass(slots=True)
+class SourceEvent:
+    """A gap in what a source can see: containerd went away, or came back."""
+
+    timestamp: int
+    type: EventType
+    node_name: str
+    source: str
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schemaVersion": SCHEMA_VERSION,
+            "timestamp": format_rfc3339(self.timestamp),
+            "type": self.type.value,
+            "nodeName": self.node_name,
+            "source": self.source,
+            "error": self.message,
+            "pull": None,
+        }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from collector.model import AgentReport, PullEvent, PullStatus
+from collector.model import AgentReport, PullEvent, PullStatus, SourceEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +118,12 @@ class Output:
     events: list[PullEvent] = field(default_factory=list)
     pulls: list[PullRow] = field(default_factory=list)
     layers: list[LayerRow] = field(default_factory=list)
+    source_events: list[SourceEvent] = field(default_factory=list)
 
     def event_rows(self) -> list[EventRow]:
-        rows = []
+        rows = [EventRow(ts=ev.timestamp, type=ev.type.value, node=ev.node_name, pull_id="",
+                         image_ref="", digest=None, status=ev.source, error=ev.message)
+                for ev in self.source_events]
         for ev in self.events:
             if ev.type.value.endswith(".progress"):
                 continue

@@ -23,7 +23,7 @@ from typing import IO
 from collector.engine import Engine
 from collector.errors import PulltraceError, StoreError
 from collector.metrics import Metrics
-from collector.model import AgentReport, PullEvent, PullStatus
+from collector.model import AgentReport, EventType, PullEvent, PullStatus, SourceEvent
 from collector.records import Output
 from collector.store import Store
 
@@ -65,13 +65,13 @@ class Subscription:
     """One SSE client: a bounded queue; overflowing it ends the subscription."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[PullEvent | None] = asyncio.Queue(SSE_QUEUE)
+        self.queue: asyncio.Queue[PullEvent | SourceEvent | None] = asyncio.Queue(SSE_QUEUE)
         self.dropped = False
         # Closes the client's connection: its handler may be stuck writing to a client that
         # does not read, and must not keep the socket and the queue.
         self.on_drop: Callable[[], None] | None = None
 
-    def push(self, event: PullEvent) -> bool:
+    def push(self, event: PullEvent | SourceEvent) -> bool:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -203,7 +203,7 @@ class Collector:
     def _resolve(self, batch: list[_Item]) -> None:
         for item in batch:
             self.metrics.observe(item.out)
-            self._publish(item.out.events)
+            self._publish([*item.out.source_events, *item.out.events])
             if item.future is not None and not item.future.done():
                 item.future.set_result(None)
         self._refresh_gauges()
@@ -214,6 +214,13 @@ class Collector:
             out = self.engine.tick(self.clock())
             if out.events or out.pulls:
                 self._enqueue(_Item(out, None))
+
+    def source_changed(self, node: str, source: str, available: bool,
+                       message: str | None = None) -> None:
+        """Record and announce that a source stopped (or resumed) answering."""
+        kind = EventType.SOURCE_AVAILABLE if available else EventType.SOURCE_UNAVAILABLE
+        event = SourceEvent(self.clock(), kind, node, source, message)
+        self._enqueue(_Item(Output(source_events=[event]), None))
 
     def _refresh_gauges(self) -> None:
         self.metrics.set_gauges(self.engine.active_count(), self.engine.stalled_count())
@@ -242,7 +249,7 @@ class Collector:
             sub.drop()
         self._subscribers.clear()
 
-    def _publish(self, events: list[PullEvent]) -> None:
+    def _publish(self, events: list[PullEvent | SourceEvent]) -> None:
         for sub in list(self._subscribers):
             for event in events:
                 if not sub.push(event):

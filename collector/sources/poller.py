@@ -93,7 +93,9 @@ class ContainerdPoller:
 
     def __init__(self, client: ContentSource, node: str, *, interval: float = DEFAULT_INTERVAL,
                  tracker: PullTracker | None = None, max_backoff: float = 5.0,
-                 on_gap: Callable[[str], None] | None = None, where: str = "containerd") -> None:
+                 on_gap: Callable[[str], None] | None = None,
+                 on_back: Callable[[float], None] | None = None,
+                 where: str = "containerd") -> None:
         if interval <= 0:
             raise ValueError(f"the poll interval must be positive, got {interval!r}")
         self.client = client
@@ -101,6 +103,7 @@ class ContainerdPoller:
         self.interval = interval
         self.max_backoff = max(max_backoff, interval)
         self.on_gap = on_gap
+        self.on_back = on_back
         self.where = where
         self.gaps = 0
         self.reports = 0
@@ -139,7 +142,10 @@ class ContainerdPoller:
                     due = loop.time()
                     continue
                 if gap_started is not None:
-                    log.warning("%s is back after %.1fs", self.where, loop.time() - gap_started)
+                    lasted = loop.time() - gap_started
+                    log.warning("%s is back after %.1fs", self.where, lasted)
+                    if self.on_back is not None:
+                        self.on_back(lasted)
                     gap_started = None
                     backoff = self.interval
                 try:
@@ -170,9 +176,21 @@ class ContainerdPoller:
 
 async def feed_collector(collector: Collector, poller: ContainerdPoller) -> None:
     """Run ``poller`` into an in-process collector until cancelled; each gap in containerd's
-    answers counts in ``pulltrace_source_gaps_total{source="containerd"}``."""
+    answers counts in ``pulltrace_source_gaps_total{source="containerd"}`` and is a
+    ``source.unavailable`` event (then ``source.available``) in the events table and stream."""
     gaps = collector.metrics.source_gaps.labels("containerd")
-    poller.on_gap = lambda _message: gaps.inc()
+    node = poller.tracker.node
+
+    def gap(message: str) -> None:
+        gaps.inc()
+        collector.source_changed(node, poller.where, available=False, message=message)
+
+    def back(lasted: float) -> None:
+        collector.source_changed(node, poller.where, available=True,
+                                 message=f"answering again after {lasted:.1f}s")
+
+    poller.on_gap = gap
+    poller.on_back = back
 
     async def sink(report: AgentReport) -> bool:
         await collector.submit(report)

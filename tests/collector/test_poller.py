@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from collector.engine import Engine, EngineConfig
 from collector.errors import ContainerdError
 from collector.model import PENDING_IMAGE_REF, AgentReport, LayerPhase, LayerState, PullState
-from collector.sources.poller import ContainerdPoller, PullTracker, parse_document
+from collector.sources.poller import (
+    ContainerdPoller,
+    PullTracker,
+    feed_collector,
+    parse_document,
+)
+from collector.store import Store
 from collector.timefmt import NS
 from tests.collector.fake_containerd import (
     CONFIG,
@@ -25,6 +32,7 @@ from tests.collector.fake_containerd import (
     manifest,
 )
 from tests.collector.reports import at
+from tests.collector.server import RunningCollector
 
 MiB = 1 << 20
 
@@ -472,3 +480,41 @@ def test_a_sink_that_raises_does_not_end_the_loop_and_nothing_is_acknowledged(fa
     poller = asyncio.run(scenario())
     assert poller.gaps == 0
     assert poller.reports >= 3
+
+
+def test_a_gap_is_an_event_in_the_store_and_the_stream_and_a_metric(fake, tmp_path):
+    with RunningCollector(tmp_path / "gap.duckdb") as live:
+        collector = live.collector
+
+        async def scenario() -> list[str]:
+            sub = collector.subscribe()
+            assert sub is not None
+            poller = ContainerdPoller(fake, "n1", interval=0.01, max_backoff=0.02)
+            task = asyncio.create_task(feed_collector(collector, poller))
+            await until(lambda: poller.reports >= 2)
+            fake.down = True
+            await until(lambda: poller.gaps == 1)
+            fake.down = False
+            reports = poller.reports
+            await until(lambda: poller.reports >= reports + 2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            types = []
+            while not sub.queue.empty():
+                event = sub.queue.get_nowait()
+                if event is not None and event.type.value.startswith("source."):
+                    types.append(event.to_json()["type"])
+            collector.unsubscribe(sub)
+            return types
+
+        streamed = live.call(scenario())
+        metrics = httpx.get(live.metrics_url).text
+    assert streamed == ["source.unavailable", "source.available"]
+    assert 'pulltrace_source_gaps_total{source="containerd"} 1.0' in metrics
+    with Store(tmp_path / "gap.duckdb") as store:
+        rows = store.con.execute(
+            "SELECT type, node, status FROM events WHERE type LIKE 'source.%' ORDER BY ts"
+        ).fetchall()
+    assert rows == [("source.unavailable", "n1", "containerd"),
+                    ("source.available", "n1", "containerd")]
