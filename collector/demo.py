@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from collector.engine import Engine
+from collector.api import ReportGate
+from collector.engine import Engine, EngineConfig
 from collector.errors import ConfigError
 from collector.metrics import Metrics
 from collector.model import AgentReport, PullStatus
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 BUNDLED = Path("data/recording.jsonl")
 MB = 1_000_000
+DEMO_STALL_AFTER_NS = 10 * NS
 
 
 @dataclass
@@ -141,20 +143,29 @@ async def _feed(url: str, reports: list[AgentReport], speed: float) -> int:
     return sent
 
 
-async def _listen_or_any(collector: Collector, listen: str, metrics: str) -> Server:
+async def _listen_or_any(collector: Collector, listen: str, metrics: str,
+                         speed: float = 1.0) -> Server:
+    # Replayed faster, a node's reports come faster: the 500 ms rule runs at the same speed.
+    gate = ReportGate(None, lambda: round(time.monotonic_ns() * speed))
     try:
         return await start_server(collector, parse_addr(listen, "--listen"),
-                                  parse_addr(metrics, "--metrics-listen"))
+                                  parse_addr(metrics, "--metrics-listen"), gate=gate)
     except ConfigError as exc:
         print(f"{exc}; using free ports instead")
         collector.ready = False
-        return await start_server(collector, ("127.0.0.1", 0), ("127.0.0.1", 0))
+        return await start_server(collector, ("127.0.0.1", 0), ("127.0.0.1", 0), gate=gate)
+
+
+def _engine() -> Engine:
+    # A shorter stall rule than the collector's default (30 s), so the demo's 31 s silence
+    # shows as a stall for most of its length.
+    return Engine(EngineConfig(stall_after_ns=DEMO_STALL_AFTER_NS))
 
 
 async def _run(args: argparse.Namespace, db: Path, reports: list[AgentReport],
                source: str) -> None:
-    collector = Collector(Engine(), Store(db), Metrics())
-    server = await _listen_or_any(collector, args.listen, args.metrics_listen)
+    collector = Collector(_engine(), Store(db), Metrics())
+    server = await _listen_or_any(collector, args.listen, args.metrics_listen, args.speed)
     seconds = (reports[-1].timestamp - reports[0].timestamp) / NS / args.speed
     print(f"pulltrace demo: {source}\n  collector {server.url}, metrics {server.metrics_url}, "
           f"database {db}\n  {len(reports)} reports over {seconds:.0f}s\n")
@@ -166,7 +177,7 @@ async def _run(args: argparse.Namespace, db: Path, reports: list[AgentReport],
 async def _run_live(args: argparse.Namespace, db: Path, bed: Testbed, images: Images) -> None:
     from collector.testbed.scenario import watch
 
-    collector = Collector(Engine(), Store(db), Metrics())
+    collector = Collector(_engine(), Store(db), Metrics())
     server = await _listen_or_any(collector, args.listen, args.metrics_listen)
     print(f"  collector {server.url}, metrics {server.metrics_url}, database {db}\n")
     step = [""]
@@ -233,7 +244,8 @@ def run_demo(args: argparse.Namespace) -> None:
         raise ConfigError(f"the recording {path} holds no reports")
     why = (f" ({install_message(missing)} to watch live pulls instead)"
            if missing and source == "auto" else "")
-    asyncio.run(_run(args, db, reports, f"replaying the recording {path} in real time{why}"))
+    pace = "in real time" if args.speed == 1 else f"at {args.speed:g} times real time"
+    asyncio.run(_run(args, db, reports, f"replaying the recording {path} {pace}{why}"))
 
 
 def _live(args: argparse.Namespace, db: Path) -> None:
