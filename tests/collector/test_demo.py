@@ -35,7 +35,7 @@ def test_without_the_tools_it_replays_the_recording_and_says_why(tmp_path, capsy
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith(
-        f"pulltrace demo: replaying the recording {rec} in real time (testbed needs "
+        f"pulltrace demo: replaying the recording {rec} at 10 times real time (testbed needs "
         "docker-registry, skopeo: install with `apt-get install -y containerd docker-registry "
         "skopeo` to watch live pulls instead)\n")
     assert "pulls       1: 1 completed, 0 failed, 0 unfinished" in out
@@ -48,7 +48,7 @@ def test_a_recording_asked_for_is_replayed_without_a_word_on_the_tools(tmp_path,
                      *FLAGS])
     assert code == 0
     assert capsys.readouterr().out.startswith(
-        f"pulltrace demo: replaying the recording {rec} in real time\n")
+        f"pulltrace demo: replaying the recording {rec} at 10 times real time\n")
 
 
 def test_asking_for_live_pulls_without_the_tools_says_how_to_install_them(tmp_path, capsys,
