@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ from collector.errors import ReportError
 from collector.timefmt import format_rfc3339, parse_rfc3339
 
 MAX_NODE_NAME = 253
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tabs, newlines are fine
 MAX_BYTES = 1 << 48  # 256 TiB: no layer is larger, and sums over a pull stay in 64 bits
 # Times must fit DuckDB's nanosecond timestamps (1677-2262); anything outside 1970-2200 is
 # a broken clock, not a pull.
@@ -224,10 +227,9 @@ def _name(obj: Mapping[str, Any], key: str, path: str, default: str | None = Non
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ReportError(f"{path}{key}", "is not valid Unicode (a lone surrogate)") from exc
-    allowed = "\t\n\r" if free_text else ""
-    bad = next((c for c in value if (ord(c) < 32 or ord(c) == 127) and c not in allowed), None)
+    bad = (_CONTROL_IN_TEXT if free_text else _CONTROL).search(value)
     if bad is not None:
-        raise ReportError(f"{path}{key}", f"contains the control character {bad!r}")
+        raise ReportError(f"{path}{key}", f"contains the control character {bad.group()!r}")
     return value
 
 
