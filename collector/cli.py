@@ -125,11 +125,11 @@ def _engine_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _engine(args: argparse.Namespace) -> Engine:
-    ttl = args.history_ttl if isinstance(args.history_ttl, int) else parse_duration(
-        args.history_ttl)
+    # argparse has applied the flags' types to string defaults (the environment's) too.
     return Engine(EngineConfig(rate_window_ns=args.rate_window, stall_after_ns=args.stall_after,
                                stall_floor_bps=args.stall_floor,
-                               stale_after_ns=args.stale_after, history_ttl_ns=ttl))
+                               stale_after_ns=args.stale_after,
+                               history_ttl_ns=args.history_ttl))
 
 
 def _serve_flags(p: argparse.ArgumentParser, db_default: str) -> None:
@@ -253,10 +253,9 @@ async def _agent(args: argparse.Namespace) -> None:
     if not args.server:
         raise ConfigError("pass --server URL (or PULLTRACE_SERVER_URL): the collector to "
                           "post to, e.g. http://pulltrace:8080")
-    interval = args.interval if isinstance(args.interval, float) else _seconds(args.interval)
     await run_agent(socket_path=args.containerd, namespace=args.namespace, server=args.server,
                     node=args.node or default_node_name(), token=args.token,
-                    interval=interval)
+                    interval=args.interval)
 
 
 def _replay(args: argparse.Namespace) -> None:

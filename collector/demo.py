@@ -143,29 +143,30 @@ async def _feed(url: str, reports: list[AgentReport], speed: float) -> int:
     return sent
 
 
-async def _listen_or_any(collector: Collector, listen: str, metrics: str,
+async def _listen_or_any(db: Path, listen: str, metrics: str,
                          speed: float = 1.0) -> Server:
     # Replayed faster, a node's reports come faster: the 500 ms rule runs at the same speed.
     gate = ReportGate(None, lambda: round(time.monotonic_ns() * speed))
     try:
-        return await start_server(collector, parse_addr(listen, "--listen"),
+        return await start_server(_collector(db), parse_addr(listen, "--listen"),
                                   parse_addr(metrics, "--metrics-listen"), gate=gate)
     except ConfigError as exc:
+        # start_server stopped that collector (and closed its store): start a new one.
         print(f"{exc}; using free ports instead")
-        collector.ready = False
-        return await start_server(collector, ("127.0.0.1", 0), ("127.0.0.1", 0), gate=gate)
+        return await start_server(_collector(db), ("127.0.0.1", 0), ("127.0.0.1", 0), gate=gate)
 
 
-def _engine() -> Engine:
+def _collector(db: Path) -> Collector:
     # A shorter stall rule than the collector's default (30 s), so the demo's 31 s silence
     # shows as a stall for most of its length.
-    return Engine(EngineConfig(stall_after_ns=DEMO_STALL_AFTER_NS))
+    return Collector(Engine(EngineConfig(stall_after_ns=DEMO_STALL_AFTER_NS)), Store(db),
+                     Metrics())
 
 
 async def _run(args: argparse.Namespace, db: Path, reports: list[AgentReport],
                source: str) -> None:
-    collector = Collector(_engine(), Store(db), Metrics())
-    server = await _listen_or_any(collector, args.listen, args.metrics_listen, args.speed)
+    server = await _listen_or_any(db, args.listen, args.metrics_listen, args.speed)
+    collector = server.collector
     seconds = (reports[-1].timestamp - reports[0].timestamp) / NS / args.speed
     print(f"pulltrace demo: {source}\n  collector {server.url}, metrics {server.metrics_url}, "
           f"database {db}\n  {len(reports)} reports over {seconds:.0f}s\n")
@@ -177,8 +178,8 @@ async def _run(args: argparse.Namespace, db: Path, reports: list[AgentReport],
 async def _run_live(args: argparse.Namespace, db: Path, bed: Testbed, images: Images) -> None:
     from collector.testbed.scenario import watch
 
-    collector = Collector(_engine(), Store(db), Metrics())
-    server = await _listen_or_any(collector, args.listen, args.metrics_listen)
+    server = await _listen_or_any(db, args.listen, args.metrics_listen)
+    collector = server.collector
     print(f"  collector {server.url}, metrics {server.metrics_url}, database {db}\n")
     step = [""]
 

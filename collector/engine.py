@@ -107,8 +107,10 @@ class Engine:
         return sum(1 for pulls in self._active.values() for p in pulls.values()
                    if p.status is PullStatusKind.STALLED)
 
-    def last_report(self, node: str) -> int | None:
-        return self._last_report.get(node)
+    @property
+    def finished_keep_ns(self) -> int:
+        """How long a finished pull's identity is remembered (its repeats change nothing)."""
+        return max(self.config.history_ttl_ns, _FINISHED_KEYS_KEEP)
 
     def restore_last_report(self, node: str, at: int) -> None:
         """Remember a node's last report time (recovery), so older reports stay dropped."""
@@ -122,7 +124,7 @@ class Engine:
         key = (node, identity, started_at)
         if key not in self._finished:
             self._finished[key] = at
-            self._schedule_key(key, at + max(self.config.history_ttl_ns, _FINISHED_KEYS_KEEP))
+            self._schedule_key(key, at + self.finished_keep_ns)
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -306,8 +308,7 @@ class Engine:
         # Expiry is on the arrival time line, like ``now``.
         at_arrival = at + self._offset.get(pull.node, 0)
         heapq.heappush(self._expiry, (at_arrival + self.config.history_ttl_ns, 0, pull.id))
-        self._schedule_key(pull.key,
-                           at_arrival + max(self.config.history_ttl_ns, _FINISHED_KEYS_KEEP))
+        self._schedule_key(pull.key, at_arrival + self.finished_keep_ns)
         pending.add(pull, kind, at)
 
     # --- layers ------------------------------------------------------------------------------

@@ -44,17 +44,6 @@ class RateWindow:
         self._version = 0  # bumped by every change, so a rate asked twice is computed once
         self._cached: tuple[int, int, float | None] = (-1, -1, None)
 
-    def __len__(self) -> int:
-        return len(self.points)
-
-    @property
-    def last(self) -> tuple[int, int] | None:
-        return self.points[-1] if self.points else None
-
-    @property
-    def first_time(self) -> int | None:
-        return self.points[0][0] if self.points else None
-
     def add(self, t: int, nbytes: int) -> Added:
         self._version += 1
         if not self.points:

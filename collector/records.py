@@ -6,9 +6,9 @@ per table. Times are integer nanoseconds since the epoch, UTC.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-from collector.model import AgentReport, PullEvent, PullStatus, SourceEvent
+from collector.model import AgentReport, PullEvent, SourceEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +142,4 @@ class Output:
         self.layers.extend(other.layers)
 
 
-def column_names(row_type: type) -> list[str]:
-    return [f.name for f in fields(row_type)]
-
-
-__all__ = ["EventRow", "LayerRow", "Output", "Progress", "PullRow", "PullStatus", "Sample",
-           "column_names"]
+__all__ = ["EventRow", "LayerRow", "Output", "Progress", "PullRow", "Sample"]

@@ -30,7 +30,6 @@ from collector.model import (
     parse_report,
 )
 from collector.records import EventRow, LayerRow, Output, Progress, PullRow, Sample
-from collector.timefmt import NS
 
 SCHEMA_VERSION = 1
 _TIME_FIELDS = {"ts", "updated_at", "started_at", "completed_at", "first_seen", "last_seen",
@@ -278,7 +277,7 @@ class Store:
         horizon = self.one("SELECT epoch_ns(max(ts)) FROM reports")
         if horizon[0] is None:
             return 0
-        keep_from = int(horizon[0]) - 24 * 3600 * NS
+        keep_from = int(horizon[0]) - engine.finished_keep_ns
         for node, image, started, done in self.con.execute(
                 "SELECT node, coalesce(image_digest, image_ref), epoch_ns(started_at), "
                 "epoch_ns(completed_at) "

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from collector.timefmt import NS
 from pulltrace_analysis.recording import Recording
 from pulltrace_analysis.replay import duration_ns
 
-NS = 1_000_000_000
 UNKNOWN = "unknown"  # media type label when the reporter sent none
 _GROUPS = {"pull": ["pull_id"], "node": ["node"], "total": []}
 _KINDS = (("manifest.list", "index"), ("image.index", "index"), ("manifest", "manifest"),

@@ -41,6 +41,7 @@ from collector.sources._generated.containerd.services.images.v1 import (
     images_pb2,
     images_pb2_grpc,
 )
+from collector.timefmt import NS
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -73,7 +74,7 @@ _CHANNEL_OPTIONS: Final = (
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
-_NS_PER_S: Final = 1_000_000_000
+
 _GO_ZERO_TIME_S: Final = -62_135_596_800  # 0001-01-01T00:00:00Z
 
 
@@ -136,7 +137,7 @@ def _ns(ts: Any) -> int:
     seconds = int(ts.seconds)
     if seconds <= _GO_ZERO_TIME_S:
         return 0
-    return seconds * _NS_PER_S + int(ts.nanos)
+    return seconds * NS + int(ts.nanos)
 
 
 def _filters(filters: Iterable[str]) -> list[str]:

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from collector.errors import ContainerdError
 from collector.model import PENDING_IMAGE_REF, AgentReport, LayerPhase, LayerState, PullState
@@ -20,11 +20,6 @@ from collector.sources.containerd import (
     ImageRecord,
     IngestStatus,
 )
-from collector.timefmt import NS
-
-if TYPE_CHECKING:
-    pass
-
 from collector.sources.documents import (
     DIGEST,
     METADATA_KINDS,
@@ -37,6 +32,7 @@ from collector.sources.documents import (
     parse_document,
     root_of,
 )
+from collector.timefmt import NS
 
 log = logging.getLogger("pulltrace.containerd")
 
