@@ -58,3 +58,21 @@ def test_asking_for_live_pulls_without_the_tools_says_how_to_install_them(tmp_pa
     assert capsys.readouterr().err == (
         "pulltrace demo: --source live: testbed needs docker-registry, skopeo: install with "
         "`apt-get install -y containerd docker-registry skopeo`\n")
+
+
+def test_a_port_in_use_moves_the_demo_to_free_ports(tmp_path, capsys, no_tools):
+    import socket
+
+    rec = small_recording(tmp_path / "mine.jsonl")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = cli.main(["demo", "--recording", str(rec), "--db", str(tmp_path / "d.duckdb"),
+                         "--listen", f"127.0.0.1:{port}", "--metrics-listen", "127.0.0.1:0",
+                         "--speed", "10"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"--listen: 127.0.0.1:{port} is already in use" in out
+    assert "using free ports instead" in out
+    assert "pulls       1: 1 completed, 0 failed, 0 unfinished" in out
