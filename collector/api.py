@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -121,8 +120,7 @@ def build_app(collector: Collector, token: str | None = None,
                 event = await sub.queue.get()
                 if event is None or sub.dropped:
                     break
-                payload = json.dumps(event.to_json(), separators=(",", ":"))
-                await resp.write(f"data: {payload}\n\n".encode())
+                await resp.write(event)
         except (ConnectionResetError, ConnectionError):
             pass
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -65,13 +66,14 @@ class Subscription:
     """One SSE client: a bounded queue; overflowing it ends the subscription."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[PullEvent | SourceEvent | None] = asyncio.Queue(SSE_QUEUE)
+        # Each event as the bytes of its server-sent event, encoded once for every client.
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(SSE_QUEUE)
         self.dropped = False
         # Closes the client's connection: its handler may be stuck writing to a client that
         # does not read, and must not keep the socket and the queue.
         self.on_drop: Callable[[], None] | None = None
 
-    def push(self, event: PullEvent | SourceEvent) -> bool:
+    def push(self, event: bytes) -> bool:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -250,8 +252,12 @@ class Collector:
         self._subscribers.clear()
 
     def _publish(self, events: list[PullEvent | SourceEvent]) -> None:
+        if not self._subscribers or not events:
+            return
+        encoded = [f"data: {json.dumps(e.to_json(), separators=(',', ':'))}\n\n".encode()
+                   for e in events]
         for sub in list(self._subscribers):
-            for event in events:
+            for event in encoded:
                 if not sub.push(event):
                     # A slow client is dropped, never waited for.
                     self._subscribers.discard(sub)
