@@ -414,9 +414,9 @@ class Engine:
         snapshots: dict[str, PullStatus] = {}
         for pull in pending.touched.values():
             at = snapshot_at(pull)
-            snapshots[pull.id] = pull.status_at(at)
-            out.progress.append(pull.progress_row(at))
-            out.pulls.append(pull.pull_row())
+            status = snapshots[pull.id] = pull.status_at(at)
+            out.progress.append(pull.progress_row(status, at))
+            out.pulls.append(pull.pull_row(status))
             out.layers.extend(pull.layer_row(layer) for layer in pull.layers.values())
         for pull, kind, ts, digest in pending.events:
             out.events.append(PullEvent(timestamp=ts, type=kind, node_name=pull.node,

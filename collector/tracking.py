@@ -128,14 +128,6 @@ class Pull:
     def layers_done(self) -> int:
         return sum(1 for layer in self.layers.values() if layer.status in LAYER_DONE)
 
-    def percent(self) -> float | None:
-        if self.status is PullStatusKind.COMPLETED:
-            return 100.0
-        total, downloaded, cached = self.totals()
-        if total <= 0:
-            return None
-        return min(100.0, (downloaded + cached) * 100.0 / total)
-
     # --- views --------------------------------------------------------------------------
 
     def layer_status(self, layer: Layer, now: int) -> LayerStatus:
@@ -156,27 +148,30 @@ class Pull:
     def status_at(self, now: int) -> PullStatus:
         total, downloaded, cached = self.totals()
         speed = None if self.finished else self.speed(now)
+        percent = 100.0 if self.status is PullStatusKind.COMPLETED else (
+            min(100.0, (downloaded + cached) * 100.0 / total) if total > 0 else None)
         return PullStatus(
             id=self.id, node_name=self.node, image_ref=self.image_ref, total_bytes=total,
             downloaded_bytes=downloaded, cached_bytes=cached, bytes_per_sec=speed,
-            eta_seconds=self.eta(speed), percent=self.percent(),
+            eta_seconds=self.eta(speed), percent=percent,
             layer_count=len(self.layers), layers_done=self.layers_done(),
             started_at=self.started_at, completed_at=self.completed_at, error=self.error,
             total_known=self.total_known, status=self.status,
             layers=[self.layer_status(layer, now) for layer in self.layers.values()],
         )
 
-    def progress_row(self, now: int) -> Progress:
-        total, downloaded, cached = self.totals()
-        speed = None if self.finished else self.speed(now)
+    def progress_row(self, status: PullStatus, now: int) -> Progress:
+        """The progress row of ``status`` (this pull's :meth:`status_at` ``now``); keeps the
+        peak speed up to date."""
+        speed = status.bytes_per_sec
         if speed is not None and (self.peak_bps is None or speed > self.peak_bps):
             self.peak_bps = speed
         return Progress(
             ts=now, node=self.node, pull_id=self.id, image_ref=self.image_ref,
-            status=self.status.value, downloaded_bytes=downloaded, total_bytes=total,
-            cached_bytes=cached, bytes_per_sec=speed, eta_seconds=self.eta(speed),
-            percent=self.percent(), layers_done=self.layers_done(),
-            layer_count=len(self.layers),
+            status=status.status.value, downloaded_bytes=status.downloaded_bytes,
+            total_bytes=status.total_bytes, cached_bytes=status.cached_bytes,
+            bytes_per_sec=speed, eta_seconds=status.eta_seconds, percent=status.percent,
+            layers_done=status.layers_done, layer_count=status.layer_count,
         )
 
     def sample_row(self, layer: Layer, now: int, updated_at: int, gained: int) -> Sample:
@@ -187,17 +182,18 @@ class Pull:
             total_bytes=layer.total, fetched_bytes=gained, bytes_per_sec=layer.rate(now),
         )
 
-    def pull_row(self) -> PullRow:
-        total, downloaded, cached = self.totals()
+    def pull_row(self, status: PullStatus) -> PullRow:
+        """The stored row of ``status`` (this pull's :meth:`status_at`)."""
         return PullRow(
             id=self.id, node=self.node, image_ref=self.image_ref,
             image_digest=self.image_digest, status=self.status.value,
             started_at=self.started_at, completed_at=self.completed_at,
-            first_seen=self.first_seen, last_seen=self.last_seen, total_bytes=total,
-            downloaded_bytes=downloaded, cached_bytes=cached,
+            first_seen=self.first_seen, last_seen=self.last_seen,
+            total_bytes=status.total_bytes, downloaded_bytes=status.downloaded_bytes,
+            cached_bytes=status.cached_bytes,
             fetched_bytes=sum(layer.fetched for layer in self.layers.values()),
-            peak_bytes_per_sec=self.peak_bps, layer_count=len(self.layers),
-            layers_done=self.layers_done(), error=self.error,
+            peak_bytes_per_sec=self.peak_bps, layer_count=status.layer_count,
+            layers_done=status.layers_done, error=self.error,
         )
 
     def layer_row(self, layer: Layer) -> LayerRow:
