@@ -95,13 +95,19 @@ def build_app(collector: Collector, token: str | None = None,
         return web.Response(status=200)
 
     async def pulls(request: web.Request) -> web.Response:
-        found = collector.pulls()
         node = request.query.get("node")
         status = request.query.get("status")
-        body = [p.to_json() for p in found
-                if (node is None or p.node_name == node)
-                and (status is None or p.status.value == status)]
-        return web.json_response({"pulls": body})
+        limit_text = request.query.get("limit")
+        limit = None
+        if limit_text is not None:
+            if not limit_text.isdigit() or int(limit_text) == 0:
+                return _text(400, f"limit: expected a number above 0, got {limit_text!r}")
+            limit = int(limit_text)
+        found = [p for p in collector.pulls()
+                 if (node is None or p.node_name == node)
+                 and (status is None or p.status.value == status)]
+        # Newest first; a limit keeps the response small on a busy cluster.
+        return web.json_response({"pulls": [p.to_json() for p in found[:limit]]})
 
     async def events(request: web.Request) -> web.StreamResponse:
         sub = collector.subscribe()

@@ -206,3 +206,24 @@ def test_a_chunked_body_over_one_mib_is_413(server):
 
     resp = httpx.post(server.url + "/api/v1/report", content=pieces(), timeout=10)
     assert resp.status_code == 413
+
+
+def test_pulls_filter_by_node_and_status_and_limit(server, clock):
+    for n, node in enumerate(("a", "b", "c")):
+        rep = body(node, n, [{"imageRef": f"img:{n}", "startedAt": format_rfc3339(at(n)),
+                              "layers": [{"digest": digest(n), "totalBytes": 10}]}])
+        assert post(server, rep).status_code == 200
+    clock.advance(1)
+    assert post(server, body("a", 5)).status_code == 200  # a's pull vanished: completed
+
+    def images(query: str) -> list[str]:
+        resp = httpx.get(server.url + "/api/v1/pulls" + query)
+        assert resp.status_code == 200
+        return [p["imageRef"] for p in resp.json()["pulls"]]
+
+    assert images("") == ["img:2", "img:1", "img:0"]  # newest first
+    assert images("?limit=2") == ["img:2", "img:1"]
+    assert images("?status=completed") == ["img:0"]
+    assert images("?node=b&status=active") == ["img:1"]
+    bad = httpx.get(server.url + "/api/v1/pulls?limit=-1")
+    assert (bad.status_code, bad.text) == (400, "limit: expected a number above 0, got '-1'\n")
