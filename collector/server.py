@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from collector.api import ReportGate, build_app, build_metrics_app
 from collector.errors import ConfigError
 from collector.service import Collector
+
+T = TypeVar("T")
 
 
 def parse_addr(text: str, flag: str) -> tuple[str, int]:
@@ -86,3 +92,55 @@ async def start_server(collector: Collector, listen: tuple[str, int],
         await collector.stop()
         raise
     return Server(collector, runners, http_addr, metrics_addr)
+
+
+class BackgroundServer:
+    """A collector serving from an event loop on a thread of its own, so that synchronous
+    code (a notebook, a test) can run one beside it. Listens on free ports of 127.0.0.1
+    unless told otherwise."""
+
+    def __init__(self, collector: Collector, *,
+                 listen: tuple[str, int] = ("127.0.0.1", 0),
+                 metrics_listen: tuple[str, int] = ("127.0.0.1", 0),
+                 token: str | None = None, gate: ReportGate | None = None) -> None:
+        self.collector = collector
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever,
+                                        name="pulltrace-collector", daemon=True)
+        self._thread.start()
+        try:
+            self.server: Server = self.call(start_server(collector, listen, metrics_listen,
+                                                         token, gate))
+        except BaseException:
+            self._halt()
+            raise
+        self.url = self.server.url
+        self.metrics_url = self.server.metrics_url
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run ``coro`` on the collector's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        """Stop serving and close the store. Safe to call twice."""
+        if not self._thread.is_alive():
+            return
+        try:
+            self.call(self.server.stop())
+        finally:
+            self._halt()
+
+    def _halt(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

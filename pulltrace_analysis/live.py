@@ -21,7 +21,6 @@ import contextlib
 import json
 import math
 import os
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -32,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 from collector.engine import Engine, EngineConfig
 from collector.metrics import Metrics
 from collector.model import AgentReport
-from collector.server import Server, start_server
+from collector.server import BackgroundServer, Server
 from collector.service import Collector
 from collector.sources.recording import read_recording as read_reports
 from collector.sources.recording import shift
@@ -76,25 +75,16 @@ class InProcessCollector:
 
     def __init__(self, db: str | os.PathLike[str] = ":memory:", *,
                  config: EngineConfig | None = None, tick_interval: float = 1.0) -> None:
-        store = Store(db)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever,
-                                        name="pulltrace-collector", daemon=True)
-        self._thread.start()
-        self.collector = Collector(Engine(config), store, Metrics(),
+        self.collector = Collector(Engine(config), Store(db), Metrics(),
                                    tick_interval=tick_interval)
         self._feeding: concurrent.futures.Future[int] | None = None
-        try:
-            self.server: Server = self._call(start_server(
-                self.collector, ("127.0.0.1", 0), ("127.0.0.1", 0)))
-        except BaseException:
-            self._halt_loop()
-            raise
-        self.url = self.server.url
-        self.metrics_url = self.server.metrics_url
+        self._background = BackgroundServer(self.collector)
+        self.server: Server = self._background.server
+        self.url = self._background.url
+        self.metrics_url = self._background.metrics_url
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        return self._background.call(coro, timeout)
 
     # --- feeding --------------------------------------------------------------------
 
@@ -123,7 +113,7 @@ class InProcessCollector:
             pace = speed
         delta = time.time_ns() - reports[0].timestamp if to_now else 0
         self._feeding = asyncio.run_coroutine_threadsafe(
-            self._feed(reports, pace, delta), self._loop)
+            self._feed(reports, pace, delta), self._background.loop)
 
     async def _feed(self, reports: list[AgentReport], speed: float, delta: int) -> int:
         loop = asyncio.get_running_loop()
@@ -157,7 +147,7 @@ class InProcessCollector:
 
     def stop(self) -> None:
         """Stop feeding and serving; close the store. Safe to call twice."""
-        if not self._thread.is_alive():
+        if not self._background.running:
             return
         try:
             if self._feeding is not None and not self._feeding.done():
@@ -165,14 +155,8 @@ class InProcessCollector:
                 with contextlib.suppress(concurrent.futures.CancelledError,
                                          asyncio.CancelledError):
                     self._feeding.result(10)
-            self._call(self.server.stop())
         finally:
-            self._halt_loop()
-
-    def _halt_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
+            self._background.close()
 
     def __enter__(self) -> InProcessCollector:
         return self

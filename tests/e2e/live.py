@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -23,7 +22,7 @@ from collector.engine import Engine, EngineConfig
 from collector.metrics import Metrics
 from collector.model import AgentReport, PullStatus
 from collector.records import Output, Progress, Sample
-from collector.server import Server, start_server
+from collector.server import BackgroundServer, Server
 from collector.service import Collector
 from collector.sources.containerd import ContainerdClient
 from collector.sources.poller import ContainerdPoller, feed_collector
@@ -55,13 +54,10 @@ class RecordingEngine(Engine):
 class LiveCollector:
     def __init__(self, bed: Testbed, *, config: EngineConfig | None = None,
                  interval: float = 0.25) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
         self.engine = RecordingEngine(config or EngineConfig())
         self.collector = Collector(self.engine, Store(":memory:"), Metrics(), tick_interval=0.25)
-        self.server: Server = self.call(start_server(self.collector, ("127.0.0.1", 0),
-                                                     ("127.0.0.1", 0)))
+        self._background = BackgroundServer(self.collector)
+        self.server: Server = self._background.server
         self.client = ContainerdClient(str(bed.socket_path), bed.namespace)
         self.poller = ContainerdPoller(self.client, NODE, interval=interval, max_backoff=0.5)
         self.poller.tracker.poll(self.client)  # what is in the store already is not a pull
@@ -71,22 +67,19 @@ class LiveCollector:
         return asyncio.create_task(feed_collector(self.collector, self.poller))
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+        return self._background.call(coro)
 
     def close(self) -> None:
         try:
-            self.call(self._stop())
+            self.call(self._stop_source())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            self._loop.close()
+            self._background.close()
             self.client.close()
 
-    async def _stop(self) -> None:
+    async def _stop_source(self) -> None:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        await self.server.stop()
 
     def __enter__(self) -> LiveCollector:
         return self
