@@ -50,22 +50,24 @@ def _window(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> float:
+def _finite(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not 0 < value < math.inf:
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if not value > 0:  # NaN fails too
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
     return value
 
 
 def _floor(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < math.inf:
+    value = _finite(text)
+    if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected bytes per second, 0 or more, got {text!r}")
     return value
 
