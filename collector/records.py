@@ -6,6 +6,8 @@ per table. Times are integer nanoseconds since the epoch, UTC.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from collector.model import AgentReport, PullEvent, SourceEvent
@@ -142,4 +144,38 @@ class Output:
         self.layers.extend(other.layers)
 
 
-__all__ = ["EventRow", "LayerRow", "Output", "Progress", "PullRow", "Sample"]
+@dataclass
+class Batch:
+    """A run of engine outputs as the store records it: rows appended as they come, the
+    latest row of each pull and of each layer, and the reports that were accepted."""
+
+    reports: list[AgentReport] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    progress: list[Progress] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    pulls: list[PullRow] = field(default_factory=list)
+    layers: list[LayerRow] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, outputs: Iterable[Output]) -> Batch:
+        batch = cls()
+        pulls: dict[str, PullRow] = {}
+        layers: dict[tuple[str, str], LayerRow] = {}
+        for out in outputs:
+            if out.report is not None and out.accepted:
+                batch.reports.append(out.report)
+            batch.samples += out.samples
+            batch.progress += out.progress
+            batch.events += out.event_rows()
+            pulls.update((p.id, p) for p in out.pulls)
+            layers.update(((r.pull_id, r.digest), r) for r in out.layers)
+        batch.pulls, batch.layers = list(pulls.values()), list(layers.values())
+        return batch
+
+    @functools.cached_property
+    def report_lines(self) -> list[str]:
+        """Each accepted report as one line of JSON (for the store and a recording alike)."""
+        return [r.dumps() for r in self.reports]
+
+
+__all__ = ["Batch", "EventRow", "LayerRow", "Output", "Progress", "PullRow", "Sample"]

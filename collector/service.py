@@ -25,7 +25,7 @@ from collector.engine import Engine
 from collector.errors import PulltraceError, StoreError
 from collector.metrics import Metrics
 from collector.model import AgentReport, EventType, PullEvent, PullStatus, SourceEvent
-from collector.records import Output
+from collector.records import Batch, Output
 from collector.store import Store
 
 log = logging.getLogger("pulltrace.collector")
@@ -51,10 +51,11 @@ class Recorder:
             raise PulltraceError(f"cannot write the recording {self.path}: {exc.strerror}") \
                 from exc
 
-    def write(self, reports: list[AgentReport]) -> None:
-        if not reports:
+    def write(self, lines: list[str]) -> None:
+        """Append reports, each already one line of JSON."""
+        if not lines:
             return
-        self._file.write("".join(r.dumps() + "\n" for r in reports))
+        self._file.write("".join(line + "\n" for line in lines))
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -198,9 +199,10 @@ class Collector:
         await loop.run_in_executor(self._executor, self._write_sync, outs)
 
     def _write_sync(self, outs: list[Output]) -> None:
-        self.store.write(outs)
+        batch = Batch.of(outs)  # reports turned into JSON once, for the store and the file
+        self.store.write(batch)
         if self.recorder:
-            self.recorder.write([o.report for o in outs if o.report and o.accepted])
+            self.recorder.write(batch.report_lines)
 
     def _resolve(self, batch: list[_Item]) -> None:
         for item in batch:

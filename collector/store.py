@@ -29,7 +29,7 @@ from collector.model import (
     PullStatusKind,
     parse_report,
 )
-from collector.records import EventRow, LayerRow, Output, Progress, PullRow, Sample
+from collector.records import Batch, EventRow, LayerRow, Output, Progress, PullRow, Sample
 
 SCHEMA_VERSION = 1
 _TIME_FIELDS = {"ts", "updated_at", "started_at", "completed_at", "first_seen", "last_seen",
@@ -132,46 +132,32 @@ class Store:
 
     # --- writing -------------------------------------------------------------------------
 
-    def write(self, outputs: Iterable[Output]) -> None:
+    def write(self, outputs: Iterable[Output] | Batch) -> None:
         """Append one batch in one transaction; raises StoreError and writes nothing on
         failure."""
-        samples: list[Sample] = []
-        progress: list[Progress] = []
-        events: list[EventRow] = []
-        pulls: dict[str, PullRow] = {}
-        layers: dict[tuple[str, str], LayerRow] = {}
-        reports: list[tuple[int, int, str, str]] = []
-        for out in outputs:
-            if out.report is not None and out.accepted:
-                self._seq += 1
-                reports.append((self._seq, out.report.timestamp, out.report.node_name,
-                                out.report.dumps()))
-            samples += out.samples
-            progress += out.progress
-            events += out.event_rows()
-            pulls.update((p.id, p) for p in out.pulls)
-            layers.update(((r.pull_id, r.digest), r) for r in out.layers)
+        batch = outputs if isinstance(outputs, Batch) else Batch.of(outputs)
+        first = self._seq + 1
+        self._seq += len(batch.reports)
         try:
             self.con.execute("BEGIN TRANSACTION")
-            if reports:
+            if batch.reports:
                 table = pa.table({
-                    "seq": pa.array([r[0] for r in reports], pa.int64()),
-                    "ts": pa.array([r[1] for r in reports], pa.timestamp("ns")),
-                    "node": pa.array([r[2] for r in reports], pa.string()),
-                    "body": pa.array([r[3] for r in reports], pa.string()),
+                    "seq": pa.array(range(first, self._seq + 1), pa.int64()),
+                    "ts": pa.array([r.timestamp for r in batch.reports], pa.timestamp("ns")),
+                    "node": pa.array([r.node_name for r in batch.reports], pa.string()),
+                    "body": pa.array(batch.report_lines, pa.string()),
                 })
                 self._append("reports", table)
-            self._append("samples", to_arrow(samples, Sample))
-            self._append("pull_progress", to_arrow(progress, Progress))
-            self._append("events", to_arrow(events, EventRow))
-            self._upsert("pulls", to_arrow(list(pulls.values()), PullRow), ("id",))
-            self._upsert("layers", to_arrow(list(layers.values()), LayerRow),
-                         ("pull_id", "digest"))
+            self._append("samples", to_arrow(batch.samples, Sample))
+            self._append("pull_progress", to_arrow(batch.progress, Progress))
+            self._append("events", to_arrow(batch.events, EventRow))
+            self._upsert("pulls", to_arrow(batch.pulls, PullRow), ("id",))
+            self._upsert("layers", to_arrow(batch.layers, LayerRow), ("pull_id", "digest"))
             self.con.execute("COMMIT")
         except Exception as exc:
             # Whatever failed (DuckDB, or Arrow converting a value), nothing of the batch
             # stays: the caller keeps it and tries again.
-            self._seq -= len(reports)
+            self._seq = first - 1
             with contextlib.suppress(duckdb.Error):
                 self.con.execute("ROLLBACK")
             raise StoreError(f"could not write to {self.path}: {exc}") from exc

@@ -21,7 +21,7 @@ from datetime import datetime
 import pandas as pd
 import polars as pl
 
-from collector.records import EventRow, LayerRow, Output, Progress, PullRow, Sample
+from collector.records import Batch, Output
 from pulltrace_analysis.schema import FRAMES, rows_to_arrow, to_frame
 
 FRAME_NAMES = tuple(FRAMES)
@@ -126,22 +126,11 @@ class Recording:
 
 def from_outputs(outputs: Iterable[Output], source: str = "") -> Recording:
     """The frames of everything the engine produced, as the store would have recorded it."""
-    samples: list[Sample] = []
-    progress: list[Progress] = []
-    events: list[EventRow] = []
-    pulls: dict[str, PullRow] = {}
-    layers: dict[tuple[str, str], LayerRow] = {}
-    for out in outputs:
-        samples += out.samples
-        progress += out.progress
-        events += out.event_rows()
-        for pull in out.pulls:
-            pulls[pull.id] = pull
-        for layer in out.layers:
-            layers[(layer.pull_id, layer.digest)] = layer
+    batch = Batch.of(outputs)
     rows: dict[str, list[object]] = {
-        "samples": list(samples), "progress": list(progress), "pulls": list(pulls.values()),
-        "layers": list(layers.values()), "events": list(events)}
+        "samples": list(batch.samples), "progress": list(batch.progress),
+        "pulls": list(batch.pulls), "layers": list(batch.layers),
+        "events": list(batch.events)}
     return Recording.from_frames(
         {name: to_frame(name, rows_to_arrow(name, rows[name])) for name in FRAME_NAMES},
         source)

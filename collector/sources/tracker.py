@@ -147,8 +147,7 @@ class PullTracker:
         live: dict[str, IngestStatus] = {}
         for status in ingests:
             live[ingest_digest(status) or status.ref] = status
-        self._refresh_roots(listed)
-        parents = self._parents()
+        parents = self._refresh_roots(listed)
 
         owned: dict[str, _Pull] = {}
         unclaimed: list[str] = []
@@ -193,7 +192,9 @@ class PullTracker:
 
     # --- manifests and indexes -------------------------------------------------------------
 
-    def _refresh_roots(self, listed: Sequence[BlobInfo]) -> None:
+    def _refresh_roots(self, listed: Sequence[BlobInfo]) -> dict[str, set[str]]:
+        """Take in the manifests and indexes containerd lists now; returns each blob's
+        parents among them."""
         present = set()
         first = self._seen is None
         seen = self._seen if self._seen is not None else set()
@@ -225,6 +226,7 @@ class PullTracker:
                 if top not in self._pulls:
                     self._open(top, self._roots[top].created_at if top in self._roots
                                else root.created_at)
+        return parents
 
     def _in_use(self, digest: str) -> bool:
         return any(digest in pull.blobs for pull in self._pulls.values())
