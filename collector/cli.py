@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 
 from collector.engine import Engine, EngineConfig
-from collector.errors import ConfigError, PulltraceError
+from collector.errors import ConfigError, PulltraceError, StoreError
 from collector.metrics import Metrics
 from collector.records import Output
 from collector.server import parse_addr, start_server
@@ -221,7 +221,11 @@ async def _collect(args: argparse.Namespace, record: str | None) -> None:
         if poller is not None:
             await asyncio.to_thread(poller.check)
         store = Store(args.db)
-        recorder = Recorder(record) if record else None
+        try:
+            recorder = Recorder(record) if record else None
+        except PulltraceError:
+            store.close()
+            raise
         collector = Collector(_engine(args), store, Metrics(), recorder)
         server = await start_server(collector, listen, metrics_listen, args.token)
         log.info("collecting into %s; API %s; metrics %s", args.db, server.url,
@@ -270,7 +274,20 @@ def _replay(args: argparse.Namespace) -> None:
             store.recover(engine)  # continue from what the file holds
         batch: list[Output] = []
         first_ts = start = None
-        count = 0
+        count = written = 0
+
+        def flush() -> None:
+            nonlocal batch, written
+            try:
+                store.write(batch)
+            except StoreError as exc:
+                raise StoreError(
+                    f"{exc}. The first {written} reports of {args.file} were replayed into "
+                    f"{args.db}; once that is fixed, run the same command with --append to "
+                    "add the rest (the reports already there are skipped)") from exc
+            written += len(batch)
+            batch = []
+
         for report in read_recording(args.file):
             if args.speed is not None:
                 if first_ts is None:
@@ -279,15 +296,13 @@ def _replay(args: argparse.Namespace) -> None:
                 due = start + (report.timestamp - first_ts) / NS / args.speed
                 if (wait := due - time.monotonic()) > 0:
                     if batch:
-                        store.write(batch)
-                        batch = []
+                        flush()
                     time.sleep(wait)
             batch.append(engine.ingest(report))
             count += 1
             if len(batch) >= 1000:
-                store.write(batch)
-                batch = []
-        store.write(batch)
+                flush()
+        flush()
         print(f"replayed {count} reports into {args.db}: {store.count('pulls')} pulls, "
               f"{store.count('samples')} samples, {store.count('events')} events")
 

@@ -38,6 +38,7 @@ import duckdb
 import pyarrow as pa
 from aiohttp import web
 
+from collector.errors import StoreError
 from collector.service import Collector
 from collector.timefmt import format_rfc3339
 
@@ -178,16 +179,21 @@ class Exporter:
         self.collector = collector
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="pulltrace-export")
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._generation = -1  # the store's connection the reader was made from
         self._lock = asyncio.Lock()
 
     async def page(self, q: ExportQuery) -> Page:
         loop = asyncio.get_running_loop()
         async with self._lock:
-            if self._con is None:
-                # Made on the store's thread, the only one that uses the writer connection.
-                self._con = await loop.run_in_executor(
-                    self.collector._executor, self.collector.store.con.cursor)
-            con = self._con
+            store = self.collector.store
+            if self._con is None or self._generation != store.generation:
+                # Made on the store's thread, the only one that uses the writer connection;
+                # made again when a failure made the store open the file again.
+                self._generation, con = await loop.run_in_executor(
+                    self.collector._executor, lambda: (store.generation, store.cursor()))
+                self._con = con
+            else:
+                con = self._con
         return await loop.run_in_executor(self._reader, read_page, con, q)
 
     async def close(self) -> None:
@@ -208,7 +214,10 @@ def add_export_route(app: web.Application, collector: Collector) -> None:
             q = parse_query(request.query)
         except ExportError as exc:
             return web.Response(status=400, text=f"{exc}\n")
-        page = await exporter.page(q)
+        try:
+            page = await exporter.page(q)
+        except (StoreError, duckdb.Error) as exc:
+            return web.Response(status=503, text=f"cannot read the database now: {exc}\n")
         body = to_arrow_stream(page.table) if q.format == "arrow" else to_jsonl(page.table)
         return web.Response(body=body, headers={
             "Content-Type": FORMATS[q.format],

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from collector.engine import Engine
 from collector.errors import PulltraceError, StoreError
@@ -46,18 +45,33 @@ class Recorder:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[str] = self.path.open("a", encoding="utf-8")
+            # Unbuffered: a failed write leaves nothing queued that a later one would flush.
+            self._file = self.path.open("ab", buffering=0)
         except OSError as exc:
-            raise PulltraceError(f"cannot write the recording {self.path}: {exc.strerror}") \
-                from exc
+            raise PulltraceError(f"cannot write the recording {self.path}: {exc.strerror}; "
+                                 "choose another file") from exc
 
     def write(self, lines: list[str]) -> None:
-        """Append reports, each already one line of JSON."""
+        """Append reports, each already one line of JSON: all of them, or (StoreError)
+        none, so that a retry never leaves half a line in the file."""
         if not lines:
             return
-        self._file.write("".join(line + "\n" for line in lines))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        data = memoryview("".join(line + "\n" for line in lines).encode())
+        fd = self._file.fileno()
+        try:
+            start = os.fstat(fd).st_size
+        except OSError as exc:
+            raise StoreError(f"could not append to the recording {self.path}: "
+                             f"{exc.strerror}") from exc
+        try:
+            while data:
+                data = data[self._file.write(data):]
+            os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise StoreError(f"could not append to the recording {self.path}: "
+                             f"{exc.strerror}; free space there") from exc
 
     def close(self) -> None:
         self._file.close()
@@ -97,6 +111,15 @@ class _Item:
 
 
 @dataclass
+class _Attempt:
+    """A batch on its way to the file, retried as it is until it is written."""
+
+    items: list[_Item]
+    batch: Batch | None = None  # made on the store's thread: the reports' JSON is built there
+    stored: bool = False  # in the database; only the recording may be left to write
+
+
+@dataclass
 class Collector:
     engine: Engine
     store: Store
@@ -113,10 +136,12 @@ class Collector:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="pulltrace-store"))
     _subscribers: set[Subscription] = field(default_factory=set)
     _last_future: asyncio.Future[None] | None = None
+    _closing: asyncio.Event | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
         recovered = await loop.run_in_executor(self._executor, self.store.recover, self.engine)
         if recovered:
             log.info("rebuilt %d in-flight pulls from %s", recovered, self.store.path)
@@ -127,18 +152,34 @@ class Collector:
 
     async def stop(self) -> None:
         self.ready = False
+        committer = None
         for task in self._tasks:
+            if task.get_name() == "pulltrace-commit":
+                committer = task
+                continue
             task.cancel()
-        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._queue:  # flush what was accepted but not yet committed
-            await self._write([item.out for item in self._queue])
-            self._resolve(self._queue)
-            self._queue = []
+        if committer is not None:
+            # Not cancelled: a write runs on the store's thread whatever happens here, and
+            # writing its batch again would record it twice. The loop drains the queue (or
+            # gives up, writes failing) and returns.
+            assert self._closing is not None
+            assert self._wake is not None
+            self._closing.set()
+            self._wake.set()
+            await committer
+        self._tasks = []
+        for item in self._queue:  # left when writes fail at shutdown; never acknowledged
+            if item.future is not None:
+                item.future.cancel()
+        self._queue = []
         self.close_streams()
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.store.close)
+        try:
+            await loop.run_in_executor(self._executor, self.store.close)
+        except StoreError as exc:
+            log.warning("%s", exc)
         self._executor.shutdown(wait=True)
         if self.recorder:
             self.recorder.close()
@@ -171,38 +212,61 @@ class Collector:
 
     async def _commit_loop(self) -> None:
         assert self._wake is not None
+        assert self._closing is not None
+        while True:
+            if not self._queue:
+                if self._closing.is_set():
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            # A copy: reports queued while this batch is written go in the next one.
+            attempt = _Attempt(list(self._queue))
+            if not await self._commit(attempt):
+                return
+            del self._queue[:len(attempt.items)]
+            self._resolve(attempt.items)
+
+    async def _commit(self, attempt: _Attempt) -> bool:
+        """Write ``attempt``, the same batch again after each failure (its callers are
+        still waiting: a report is answered only once it is written). False when the
+        collector stops while writes still fail."""
+        assert self._closing is not None
         backoff = 0.1
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                # A copy: reports queued while this batch is written go in the next one.
-                batch = list(self._queue)
-                try:
-                    await self._write([item.out for item in batch])
-                except StoreError as exc:
-                    # Keep the batch (in order) and retry: its callers are still waiting,
-                    # and a report is answered only once it is written.
-                    self.metrics.store_errors.inc()
-                    self.store_error = str(exc)
-                    log.error("%s; retrying in %.1fs", exc, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                backoff = 0.1
+            try:
+                await self._write(attempt)
+            except StoreError as exc:
+                self.metrics.store_errors.inc()
+                if self._closing.is_set():
+                    log.error("%s; stopping with %d reports not written (none was "
+                              "acknowledged)", exc, len(self._queue))
+                    return False
+                if str(exc) != self.store_error:
+                    log.error("%s; retrying until it succeeds", exc)
+                self.store_error = str(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if self.store_error is not None:
+                log.warning("writes to %s succeed again", self.store.path)
                 self.store_error = None
-                del self._queue[:len(batch)]
-                self._resolve(batch)
+            return True
 
-    async def _write(self, outs: list[Output]) -> None:
+    async def _write(self, attempt: _Attempt) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._write_sync, outs)
+        await loop.run_in_executor(self._executor, self._write_sync, attempt)
 
-    def _write_sync(self, outs: list[Output]) -> None:
-        batch = Batch.of(outs)  # reports turned into JSON once, for the store and the file
-        self.store.write(batch)
+    def _write_sync(self, attempt: _Attempt) -> None:
+        if attempt.batch is None:
+            # Reports turned into JSON once, for the store and the recording.
+            attempt.batch = Batch.of([item.out for item in attempt.items])
+        if not attempt.stored:
+            self.store.write(attempt.batch)
+            attempt.stored = True
         if self.recorder:
-            self.recorder.write(batch.report_lines)
+            self.recorder.write(attempt.batch.report_lines)
 
     def _resolve(self, batch: list[_Item]) -> None:
         for item in batch:

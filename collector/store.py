@@ -2,13 +2,21 @@
 
 One process writes the file. Every call to :meth:`Store.write` is one transaction, so the
 caller can acknowledge the reports of a batch once it returns (group commit).
+
+A failed write leaves nothing of its batch behind. Two DuckDB behaviours shape the failure
+path: after some I/O errors (a checkpoint that cannot grow the file) DuckDB invalidates the
+connection for good, so the store reopens the file; and such an error can be raised by a
+COMMIT that did become durable, so each transaction also bumps a batch counter in ``meta``
+and the counter in the file, not the exception, says whether a batch landed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +38,8 @@ from collector.model import (
     parse_report,
 )
 from collector.records import Batch, EventRow, LayerRow, Output, Progress, PullRow, Sample
+
+log = logging.getLogger("pulltrace.store")
 
 SCHEMA_VERSION = 1
 _TIME_FIELDS = {"ts", "updated_at", "started_at", "completed_at", "first_seen", "last_seen",
@@ -100,6 +110,13 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.path = str(path)
+        self.read_only = read_only
+        # Bumped whenever the connection is replaced: cursors made from an older one are
+        # closed with it (see :meth:`cursor`).
+        self.generation = 0
+        self._seq = 0  # the last report's seq in the file
+        self._batch = 0  # the last committed batch's number in the file
+        self._unsure: int | None = None  # a batch whose COMMIT raised; landed or not unknown
         if self.path != ":memory:" and not read_only:
             parent = Path(self.path).resolve().parent
             try:
@@ -107,88 +124,191 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot create the folder for the database {self.path}: "
                                  f"{exc.strerror}; choose another --db path") from exc
+            if os.path.isdir(self.path):
+                raise StoreError(f"{self.path} is a directory, not a database file; "
+                                 "choose a file path for --db")
+        self._con: duckdb.DuckDBPyConnection | None = self._connect(create=True)
+
+    def _connect(self, *, create: bool) -> duckdb.DuckDBPyConnection:
         try:
-            self.con = duckdb.connect(self.path, read_only=read_only)
-            if not read_only:
-                self.con.execute(_DDL)
-                self.con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
-                                 [str(SCHEMA_VERSION)]).fetchall()
-        except duckdb.IOException as exc:
-            raise StoreError(_open_hint(self.path, exc)) from exc
+            con = duckdb.connect(self.path, read_only=self.read_only)
         except duckdb.Error as exc:
-            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
-        self._seq = 0
-        if not read_only:
-            self._seq = int(self.one("SELECT coalesce(max(seq), 0) FROM reports")[0])
+            raise StoreError(_open_problem(self.path, exc, self.read_only)) from exc
+        if self.read_only:
+            return con
+        try:
+            if create:
+                con.execute(_DDL)
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                            [str(SCHEMA_VERSION)]).fetchall()
+            self._recount(con)
+        except duckdb.Error as exc:
+            with contextlib.suppress(duckdb.Error):
+                con.close()
+            raise StoreError(_open_problem(self.path, exc, self.read_only)) from exc
+        return con
+
+    def _recount(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Read the report and batch counters from the file (what is committed)."""
+        row = con.execute("SELECT (SELECT coalesce(max(seq), 0) FROM reports), "
+                          "(SELECT value FROM meta WHERE key = 'batch')").fetchall()
+        self._seq = int(row[0][0])
+        self._batch = int(row[0][1] or 0)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The open connection; a StoreError while a failure keeps the file closed."""
+        if self._con is None:
+            raise StoreError(f"the database {self.path} is closed after a failed write and "
+                             "could not be opened again yet")
+        return self._con
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A second connection to the same database (for another thread); it closes when
+        the store's connection is replaced, which :attr:`generation` tells."""
+        return self.con.cursor()
 
     def close(self) -> None:
-        self.con.close()
+        if self._con is None:
+            return
+        con, self._con = self._con, None
+        try:
+            con.close()
+        except duckdb.Error as exc:
+            raise StoreError(f"could not close the database {self.path}: {exc}") from exc
 
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except StoreError as exc:
+            # Already failing: the first error is the one to tell.
+            log.warning("%s", exc)
 
     # --- writing -------------------------------------------------------------------------
 
     def write(self, outputs: Iterable[Output] | Batch) -> None:
         """Append one batch in one transaction; raises StoreError and writes nothing on
-        failure."""
+        failure.
+
+        After a StoreError, call again with the same batch before any other: if the failed
+        attempt did land (DuckDB can raise after a COMMIT became durable), the retry
+        returns without writing it twice.
+        """
         batch = outputs if isinstance(outputs, Batch) else Batch.of(outputs)
-        first = self._seq + 1
-        self._seq += len(batch.reports)
+        if self._con is None:
+            self._reopen()
+        con = self.con
+        if self._unsure is not None:
+            landed, self._unsure = self._batch >= self._unsure, None
+            if landed:
+                return
+        number, first = self._batch + 1, self._seq + 1
         try:
-            self.con.execute("BEGIN TRANSACTION")
-            if batch.reports:
-                table = pa.table({
-                    "seq": pa.array(range(first, self._seq + 1), pa.int64()),
-                    "ts": pa.array([r.timestamp for r in batch.reports], pa.timestamp("ns")),
-                    "node": pa.array([r.node_name for r in batch.reports], pa.string()),
-                    "body": pa.array(batch.report_lines, pa.string()),
-                })
-                self._append("reports", table)
-            self._append("samples", to_arrow(batch.samples, Sample))
-            self._append("pull_progress", to_arrow(batch.progress, Progress))
-            self._append("events", to_arrow(batch.events, EventRow))
-            self._upsert("pulls", to_arrow(batch.pulls, PullRow), ("id",))
-            self._upsert("layers", to_arrow(batch.layers, LayerRow), ("pull_id", "digest"))
-            self.con.execute("COMMIT")
+            self._transaction(con, batch, number, first)
         except Exception as exc:
             # Whatever failed (DuckDB, or Arrow converting a value), nothing of the batch
             # stays: the caller keeps it and tries again.
-            self._seq = first - 1
-            with contextlib.suppress(duckdb.Error):
-                self.con.execute("ROLLBACK")
-            raise StoreError(f"could not write to {self.path}: {exc}") from exc
+            self._after_failure(con, number)
+            if self._batch >= number:
+                log.warning("the batch is written, but DuckDB then failed: %s", exc)
+                return
+            raise StoreError(_write_problem(self.path, exc)) from exc
+        self._batch, self._seq = number, first - 1 + len(batch.reports)
 
-    def _append(self, name: str, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            return
-        self.con.register("_batch", table)
+    def _transaction(self, con: duckdb.DuckDBPyConnection, batch: Batch, number: int,
+                     first: int) -> None:
+        con.execute("BEGIN TRANSACTION")
+        if batch.reports:
+            table = pa.table({
+                "seq": pa.array(range(first, first + len(batch.reports)), pa.int64()),
+                "ts": pa.array([r.timestamp for r in batch.reports], pa.timestamp("ns")),
+                "node": pa.array([r.node_name for r in batch.reports], pa.string()),
+                "body": pa.array(batch.report_lines, pa.string()),
+            })
+            self._append(con, "reports", table)
+        self._append(con, "samples", to_arrow(batch.samples, Sample))
+        self._append(con, "pull_progress", to_arrow(batch.progress, Progress))
+        self._append(con, "events", to_arrow(batch.events, EventRow))
+        self._upsert(con, "pulls", to_arrow(batch.pulls, PullRow), ("id",))
+        self._upsert(con, "layers", to_arrow(batch.layers, LayerRow), ("pull_id", "digest"))
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('batch', ?)", [str(number)])
+        con.execute("COMMIT")
+
+    def _after_failure(self, con: duckdb.DuckDBPyConnection, number: int) -> None:
+        """Undo what is open, then learn from the file what is committed, reopening it if
+        DuckDB has invalidated the connection."""
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
         try:
-            self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _batch")  # noqa: S608
-        finally:
-            self.con.unregister("_batch")
+            self._recount(con)
+            return
+        except duckdb.Error as exc:
+            log.warning("the connection to %s is unusable (%s); opening the file again",
+                        self.path, _first_line(exc))
+        self._drop()
+        try:
+            self._reopen()
+        except StoreError as exc:
+            log.warning("%s", exc)
+            self._unsure = number  # the file will tell once it opens
 
-    def _upsert(self, name: str, table: pa.Table, key: tuple[str, ...]) -> None:
+    def _drop(self) -> None:
+        con, self._con = self._con, None
+        self.generation += 1
+        if con is not None:
+            with contextlib.suppress(duckdb.Error):
+                con.close()
+
+    def _reopen(self) -> None:
+        self._con = self._connect(create=False)
+        self.generation += 1
+        log.info("opened %s again: %d reports in it", self.path, self._seq)
+
+    @staticmethod
+    def _append(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
-        self.con.register("_batch", table)
+        con.register("_batch", table)
+        try:
+            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _batch")  # noqa: S608
+        finally:
+            con.unregister("_batch")
+
+    @staticmethod
+    def _upsert(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table,
+                key: tuple[str, ...]) -> None:
+        if table.num_rows == 0:
+            return
+        con.register("_batch", table)
         try:
             cols = ", ".join(key)
-            self.con.execute(f"DELETE FROM {name} WHERE ({cols}) IN "  # noqa: S608
-                             f"(SELECT ({cols}) FROM _batch)")
-            self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _batch")  # noqa: S608
+            con.execute(f"DELETE FROM {name} WHERE ({cols}) IN "  # noqa: S608
+                        f"(SELECT ({cols}) FROM _batch)")
+            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _batch")  # noqa: S608
         finally:
-            self.con.unregister("_batch")
+            con.unregister("_batch")
 
     # --- reading -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except duckdb.Error as exc:
+            raise StoreError(f"could not read the database {self.path}: "
+                             f"{_first_line(exc)}") from exc
 
     def one(self, query: str, params: list[Any] | None = None) -> tuple[Any, ...]:
         """The single row of a query, read to the end (DuckDB refuses other work on a
         connection while a result is unfinished)."""
-        rows = self.con.execute(query, params or []).fetchall()
+        with self._reading():
+            rows = self.con.execute(query, params or []).fetchall()
         if len(rows) != 1:
             raise StoreError(f"expected one row from {query!r}, got {len(rows)}")
         return tuple(rows[0])
@@ -205,14 +325,21 @@ class Store:
         if since_ns is not None:
             query += " WHERE epoch_ns(ts) >= ?"
             params.append(since_ns)
-        cur = self.con.cursor()
+        with self._reading():
+            cur = self.con.cursor()
         try:
-            cur.execute(query + " ORDER BY seq", params)
-            while rows := cur.fetchmany(1000):
+            with self._reading():
+                cur.execute(query + " ORDER BY seq", params)
+            while True:
+                with self._reading():
+                    rows = cur.fetchmany(1000)
+                if not rows:
+                    break
                 for (body,) in rows:
                     yield parse_report(body)
         finally:
-            cur.close()
+            with contextlib.suppress(duckdb.Error):
+                cur.close()
 
     def _finished_statuses(self, since: int, finished: list[str]) -> list[PullStatus]:
         """Finished pulls completed after ``since``, as the API lists them."""
@@ -259,6 +386,10 @@ class Store:
         since the oldest in-flight pull are replayed through the engine (their output is
         already in the file and is discarded).
         """
+        with self._reading():
+            return self._recover(engine)
+
+    def _recover(self, engine: Engine) -> int:
         finished = [s.value for s in FINISHED]
         horizon = self.one("SELECT epoch_ns(max(ts)) FROM reports")
         if horizon[0] is None:
@@ -289,9 +420,56 @@ def _opt_ns(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def _open_hint(path: str, exc: Exception) -> str:
-    text = str(exc)
-    if "lock" in text.lower():
-        return (f"the database {path} is in use by another process (DuckDB allows one "
-                f"writer); stop it, or read the live collector through its API")
+_LOCK_PID = re.compile(r"\(PID (\d+)\)")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _disk_full(text: str) -> bool:
+    low = text.lower()
+    return any(s in low for s in ("file too large", "no space left", "disk quota"))
+
+
+def _open_problem(path: str, exc: Exception, read_only: bool) -> str:
+    """What went wrong opening ``path``, and what to do about it."""
+    text = _first_line(exc)
+    low = text.lower()
+    if "could not set lock" in low or "conflicting lock" in low:
+        found = _LOCK_PID.search(str(exc))
+        who = f" (pid {found.group(1)})" if found else ""
+        if read_only:
+            return (f"the database {path} is in use by another process{who}, a collector "
+                    "writing it (DuckDB lets no other process open it meanwhile): read a "
+                    "running collector through its API, e.g. "
+                    "pulltrace_analysis.connect('http://127.0.0.1:8080'), or open the file "
+                    "once the collector has stopped")
+        return (f"the database {path} is in use by another process{who} (DuckDB allows one "
+                "writer); stop it or choose another --db")
+    if "different configuration" in low:
+        return (f"the database {path} is open for writing in this process (a collector "
+                "running here): read it through that collector's API with "
+                "pulltrace_analysis.connect(url), or stop the collector first")
+    if _disk_full(text):
+        return (f"cannot write the database {path}: the disk is full or a file size limit is "
+                f"reached ({text}); free space there or choose another --db")
+    if "is a directory" in low:
+        return f"{path} is a directory, not a database file; choose a file path for --db"
+    if "permission denied" in low or "read-only file system" in low:
+        return (f"cannot {'read' if read_only else 'write'} the database {path}: {text}; "
+                "choose a --db path this user can write, or change its permissions")
+    if "not a valid duckdb database" in low:
+        return (f"{path} exists but is not a DuckDB database; choose another --db path "
+                "(or move that file away)")
+    if "no such file" in low and read_only:
+        return f"no database at {path}; check the path"
     return f"cannot open the database {path}: {text}; check the path and its permissions"
+
+
+def _write_problem(path: str, exc: Exception) -> str:
+    text = _first_line(exc)
+    if _disk_full(text):
+        return (f"could not write to {path}: the disk is full or a file size limit is "
+                f"reached ({text}); free space there")
+    return f"could not write to {path}: {text}"
