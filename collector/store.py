@@ -111,8 +111,8 @@ class Store:
     def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.path = str(path)
         self.read_only = read_only
-        # Bumped whenever the connection is replaced: cursors made from an older one are
-        # closed with it (see :meth:`cursor`).
+        # Bumped whenever the connection is dropped: cursors made from it are closed with
+        # it (see :meth:`cursor`).
         self.generation = 0
         self._seq = 0  # the last report's seq in the file
         self._batch = 0  # the last committed batch's number in the file
@@ -122,12 +122,26 @@ class Store:
             try:
                 parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
+                # mkdir says "File exists" when a file is where a folder should be.
+                blocker = next((p for p in (parent, *parent.parents)
+                                if p.exists() and not p.is_dir()), None)
+                why = f"{blocker} is a file" if blocker is not None else exc.strerror
                 raise StoreError(f"cannot create the folder for the database {self.path}: "
-                                 f"{exc.strerror}; choose another --db path") from exc
+                                 f"{why}; choose another --db path") from exc
             if os.path.isdir(self.path):
                 raise StoreError(f"{self.path} is a directory, not a database file; "
                                  "choose a file path for --db")
-        self._con: duckdb.DuckDBPyConnection | None = self._connect(create=True)
+        fresh = self.path != ":memory:" and not read_only and not os.path.exists(self.path)
+        try:
+            self._con: duckdb.DuckDBPyConnection | None = self._connect(create=True)
+        except StoreError:
+            if fresh:
+                # What a failed creation leaves (an empty file) would be refused next time
+                # as "not a DuckDB database".
+                for leftover in (self.path, f"{self.path}.wal"):
+                    with contextlib.suppress(OSError):
+                        os.remove(leftover)
+            raise
 
     def _connect(self, *, create: bool) -> duckdb.DuckDBPyConnection:
         try:
@@ -267,7 +281,6 @@ class Store:
 
     def _reopen(self) -> None:
         self._con = self._connect(create=False)
-        self.generation += 1
         log.info("opened %s again: %d reports in it", self.path, self._seq)
 
     @staticmethod
@@ -447,6 +460,10 @@ def _open_problem(path: str, exc: Exception, read_only: bool) -> str:
                     "once the collector has stopped")
         return (f"the database {path} is in use by another process{who} (DuckDB allows one "
                 "writer); stop it or choose another --db")
+    if "invalidated" in low:
+        return (f"the database {path} cannot be opened again yet: DuckDB invalidated it after "
+                "a failed write and another connection of this process still holds it "
+                f"({text}); close that connection, or restart the collector")
     if "different configuration" in low:
         return (f"the database {path} is open for writing in this process (a collector "
                 "running here): read it through that collector's API with "
