@@ -20,7 +20,8 @@ class ReportError(PulltraceError):
 
 
 class StoreError(PulltraceError):
-    """The DuckDB database could not be opened, read or written."""
+    """The DuckDB database (or the recording written beside it) could not be opened, read or
+    written."""
 
 
 class ContainerdError(PulltraceError):

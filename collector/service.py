@@ -168,7 +168,11 @@ class Collector:
             assert self._wake is not None
             self._closing.set()
             self._wake.set()
-            await committer
+            try:
+                await committer
+            except Exception:
+                # It died earlier (a bug): say so, and still close the database.
+                log.exception("the commit loop had failed")
         self._tasks = []
         for item in self._queue:  # left when writes fail at shutdown; never acknowledged
             if item.future is not None:
@@ -239,8 +243,9 @@ class Collector:
             except StoreError as exc:
                 self.metrics.store_errors.inc()
                 if self._closing.is_set():
+                    waiting = sum(1 for item in self._queue if item.future is not None)
                     log.error("%s; stopping with %d reports not written (none was "
-                              "acknowledged)", exc, len(self._queue))
+                              "acknowledged)", exc, waiting)
                     return False
                 if str(exc) != self.store_error:
                     log.error("%s; retrying until it succeeds", exc)

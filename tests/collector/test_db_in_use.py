@@ -58,3 +58,11 @@ def test_a_notebook_opening_the_file_of_a_collector_in_its_own_kernel(tmp_path):
             f"the database {db} is open for writing in this process (a collector running "
             "here): read it through that collector's API with pulltrace_analysis.connect(url), "
             "or stop the collector first")
+
+
+def test_a_notebook_opening_a_database_that_is_not_there(tmp_path):
+    missing = tmp_path / "missing.duckdb"
+    with pytest.raises(StoreError) as refused:
+        open_db(missing)
+    assert str(refused.value) == f"no database at {missing}; check the path"
+    assert not missing.exists()
