@@ -26,7 +26,7 @@ from tests.collector.process import CollectProcess
 pytestmark = pytest.mark.e2e
 
 KILLS = 6
-NODES = 8
+NODES = 16
 NODES_PER_AGENT = 2
 GAP = 0.6  # seconds between two reports of a node (the collector takes one per 500 ms)
 
@@ -294,6 +294,7 @@ def test_acknowledged_reports_survive_repeated_kill_9_under_load(tmp_path):
     print(f"kills survived: {len(kill_ts)}; reports sent {len(sent)}, acknowledged "
           f"{len(acked)}, in the file {len(stored)}; acknowledged samples {acked_samples}, "
           f"lost {lost}; pulls {len(pulls)}, in flight across a kill "
-          f"{sum(spanning.values())} ({dict(sorted(spanning.items()))})")
+          f"{sum(spanning.values())} ({dict(sorted(spanning.items()))}); answers "
+          f"{dict(Counter(str(s.status) for s in agents.sent))}")
     assert lost == 0
     assert all(spanning[k] >= 1 for k in range(KILLS)), (spanning, seed)
