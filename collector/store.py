@@ -265,6 +265,8 @@ class Store:
             self._recount(con)
             return
         except duckdb.Error as exc:
+            if self.path == ":memory:":
+                return  # a new connection would be a new, empty database
             log.warning("the connection to %s is unusable (%s); opening the file again",
                         self.path, _first_line(exc))
         self._drop()
