@@ -48,7 +48,10 @@ class ReportGate:
         scheme, _, value = header.strip().partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(value.strip().encode(), self.token.encode())
+        # aiohttp hands undecodable header bytes over as lone surrogates, and an environment
+        # variable may hold them too: "surrogatepass" encodes any str, so no header is a 500.
+        return hmac.compare_digest(value.strip().encode("utf-8", "surrogatepass"),
+                                   self.token.encode("utf-8", "surrogatepass"))
 
     def admit(self, node: str) -> bool:
         now = self.clock()

@@ -18,11 +18,13 @@ from collector.engine import Engine, EngineConfig
 from collector.errors import ConfigError, PulltraceError
 from collector.metrics import Metrics
 from collector.records import Output
+from collector.redaction import install_secret_filter, url_password
 from collector.server import parse_addr, start_server
 from collector.service import Collector, Recorder
 from collector.sources.containerd import DEFAULT_NAMESPACE, DEFAULT_SOCKET, ContainerdClient
 from collector.sources.poller import DEFAULT_INTERVAL, ContainerdPoller, feed_collector
 from collector.sources.recording import read_recording
+from collector.sources.socket_path import ALLOWED_DIRS_ENV, allowed_dirs, containerd_socket
 from collector.store import Store
 from collector.timefmt import NS, parse_duration
 
@@ -100,10 +102,18 @@ def _namespace_flag(p: argparse._ActionsContainer) -> None:
                    help=f"containerd namespace (default {DEFAULT_NAMESPACE}, kubelet's)")
 
 
+def _allow_dir_flag(p: argparse._ActionsContainer, effect: str) -> None:
+    p.add_argument("--allow-socket-dir", action="append", default=[], metavar="DIR",
+                   help=f"allow a containerd socket under DIR besides /run/containerd/ and "
+                        f"/var/run/containerd/ (repeatable; {ALLOWED_DIRS_ENV}, colon-separated)"
+                        f"{effect}")
+
+
 def _source_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("containerd on this node")
     g.add_argument("--containerd", metavar="SOCKET", default=None,
                    help=f"also watch the pulls of this containerd (e.g. {DEFAULT_SOCKET})")
+    _allow_dir_flag(g, "; once one is given, --containerd must be in one of them")
     _namespace_flag(g)
     _node_flag(g)
     g.add_argument("--poll-interval", type=_seconds, default=DEFAULT_INTERVAL,
@@ -171,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                        default=_env("PULLTRACE_CONTAINERD_SOCKET", DEFAULT_SOCKET),
                        help=f"containerd's gRPC socket (PULLTRACE_CONTAINERD_SOCKET, "
                             f"default {DEFAULT_SOCKET})")
+    _allow_dir_flag(agent, "; the socket must be in one of them")
     _namespace_flag(agent)
     agent.add_argument("--server", metavar="URL", default=_env("PULLTRACE_SERVER_URL"),
                        help="the collector, e.g. http://pulltrace:8080 (PULLTRACE_SERVER_URL)")
@@ -213,7 +224,8 @@ async def _collect(args: argparse.Namespace, record: str | None) -> None:
     client = poller = None
     if args.containerd:
         # Before anything listens: a socket that is not there is an error at once.
-        client = ContainerdClient(args.containerd, args.namespace)
+        allowed = allowed_dirs(args.allow_socket_dir, restrict=False)
+        client = ContainerdClient(containerd_socket(args.containerd, allowed), args.namespace)
         poller = ContainerdPoller(client, args.node or default_node_name(),
                                   interval=args.poll_interval,
                                   where=f"containerd at {client.socket_path}")
@@ -257,7 +269,8 @@ async def _agent(args: argparse.Namespace) -> None:
                           "post to, e.g. http://pulltrace:8080")
     await run_agent(socket_path=args.containerd, namespace=args.namespace, server=args.server,
                     node=args.node or default_node_name(), token=args.token,
-                    interval=args.interval)
+                    interval=args.interval,
+                    allowed_dirs=allowed_dirs(args.allow_socket_dir, restrict=True))
 
 
 def _replay(args: argparse.Namespace) -> None:
@@ -300,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--log-level (or PULLTRACE_LOG_LEVEL): {args.log_level!r} is not one of "
                      "debug, info, warn, error")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    install_secret_filter([getattr(args, "token", None),
+                           url_password(getattr(args, "server", None) or "")])
     try:
         if args.command == "collect":
             asyncio.run(_collect(args, args.record))
