@@ -228,10 +228,18 @@ class Engine:
 
     # --- pulls -------------------------------------------------------------------------------
 
-    def _resolve(self, node: str, state: PullState, now: int, pending: _Pending) -> Pull | None:
-        active = self._active[node]
-        merged = state.image_ref == PENDING_IMAGE_REF
-        if merged:
+    def new_pulls(self, report: AgentReport) -> int:
+        """How many pulls ingesting ``report`` would start (changes nothing)."""
+        keys = {found for state in _normalise(report.pulls)
+                if isinstance(found := self._find(report.node_name, state, report.timestamp),
+                              tuple)}
+        return len(keys)
+
+    def _find(self, node: str, state: PullState, now: int) -> Pull | PullKey | None:
+        """The pull ``state`` belongs to; else the key of the one it would start; None for a
+        finished pull reported again (which changes nothing)."""
+        active = self._active.get(node, {})
+        if state.image_ref == PENDING_IMAGE_REF:
             current = next((p for p in active.values() if p.merged), None)
             if current is not None:
                 return current
@@ -245,12 +253,18 @@ class Engine:
             key = (node, state.identity, state.started_at)
             if key in active:
                 return active[key]
-        if key in self._finished:
-            return None  # a finished pull reported again changes nothing
+        return None if key in self._finished else key
+
+    def _resolve(self, node: str, state: PullState, now: int, pending: _Pending) -> Pull | None:
+        found = self._find(node, state, now)
+        if not isinstance(found, tuple):
+            return found
+        key = found
+        merged = state.image_ref == PENDING_IMAGE_REF
         pull = Pull(key=key, id=pull_id(key), first_seen=now, image_ref=state.image_ref,
                     merged=merged)
         self._pulls[pull.id] = pull
-        active[key] = pull
+        self._active[node][key] = pull
         pending.add(pull, EventType.PULL_STARTED, now)
         return pull
 

@@ -56,7 +56,12 @@ class Metrics:
         self.reports_dropped = Counter(
             "pulltrace_reports_dropped_total",
             "Reports dropped: duplicate, out_of_order (older than the node's last), "
-            "rate_limited, invalid, unauthorized, too_large", ["reason"], registry=r)
+            "rate_limited, invalid, unauthorized, too_large (body), too_many_layers, "
+            "too_many_pulls (the active-pull cap)", ["reason"], registry=r)
+        self.sse_rejected = Counter(
+            "pulltrace_sse_rejected_total",
+            "Event-stream clients refused (too_many_clients) or dropped for not reading "
+            "fast enough (slow)", ["reason"], registry=r)
         self.stalls = Counter("pulltrace_stalls_total", "Layers that stalled", ["node"],
                               registry=r)
         self.stalled_pulls = Gauge("pulltrace_pulls_stalled", "Pulls whose layers all stall",

@@ -10,10 +10,13 @@ import aiohttp
 import httpx
 import pytest
 
+from collector.limits import Limits
 from collector.model import EventType, LayerPhase, PullEvent
-from collector.service import MAX_SSE_CLIENTS, SSE_QUEUE
+from collector.service import SSE_QUEUE
 from tests.collector.reports import digest, layer, pull, report
 from tests.collector.server import RunningCollector, SteppingClock
+
+MAX_SSE_CLIENTS = Limits().max_sse_clients
 
 A = digest(0xA)
 
