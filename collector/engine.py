@@ -33,6 +33,7 @@ from collector.tracking import Layer, Pull, PullKey, pull_id
 # containerd's ingest refs ("layer-sha256:<hex>"), which is what a Go agent sends as imageRef.
 INGEST_REF = re.compile(r"^(layer|manifest|config|index|unknown)-[a-z0-9]+:[0-9a-f]+$")
 _FINISHED_KEYS_KEEP = 24 * 3600 * NS
+_NODE_SWEEP_NS = 60 * NS
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class Engine:
         self._expiry: list[tuple[int, int, str]] = []  # (at, 0=pull id / 1=key index, ref)
         self._expiry_keys: dict[str, PullKey] = {}
         self.dropped: Counter[str] = Counter()
+        self._next_sweep = 0
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -99,6 +101,11 @@ class Engine:
         self._history[status.id] = status
         heapq.heappush(self._expiry, (status.completed_at + self.config.history_ttl_ns, 0,
                                       status.id))
+
+    def node_count(self) -> int:
+        """Nodes remembered: those with pulls in progress or heard from within the stale
+        time (up to a minute longer)."""
+        return len(self._last_report)
 
     def active_count(self) -> int:
         return sum(len(pulls) for pulls in self._active.values())
@@ -188,6 +195,9 @@ class Engine:
         self._flush_lifecycle(pending, out)
         self.now = now
         self._expire(now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + _NODE_SWEEP_NS
+            self._forget_idle_nodes(now)
 
     def _flush_lifecycle(self, pending: _Pending, out: Output) -> None:
         """Rows and events of changes found between reports, each pull as of its last one."""
@@ -220,6 +230,16 @@ class Engine:
                 key = self._expiry_keys.pop(ref, None)
                 if key is not None:
                     self._finished.pop(key, None)
+
+    def _forget_idle_nodes(self, now: int) -> None:
+        """Drop what is kept per node for nodes silent past the stale time with nothing in
+        progress: node names that come and go, or are invented, must not grow memory."""
+        horizon = self.config.stale_after_ns
+        idle = [node for node, last in self._last_report.items()
+                if not self._active.get(node) and self._node_time(node, now) - last > horizon]
+        for node in idle:
+            for per_node in (self._last_report, self._offset, self._stall_due, self._active):
+                per_node.pop(node, None)
 
     def _schedule_key(self, key: PullKey, at: int) -> None:
         ref = f"{len(self._expiry_keys)}:{pull_id(key)}"

@@ -64,6 +64,9 @@ class Metrics:
             "fast enough (slow)", ["reason"], registry=r)
         self.stalls = Counter("pulltrace_stalls_total", "Layers that stalled", ["node"],
                               registry=r)
+        self.nodes = Gauge("pulltrace_nodes",
+                           "Nodes with pulls in progress or heard from within the stale time",
+                           registry=r)
         self.stalled_pulls = Gauge("pulltrace_pulls_stalled", "Pulls whose layers all stall",
                                    registry=r)
         self.fetched_by_media = Counter(
@@ -108,8 +111,9 @@ class Metrics:
                     self.pull_duration.observe(
                         (event.pull.completed_at - event.pull.started_at) / NS)
 
-    def set_gauges(self, active: int, stalled: int) -> None:
+    def set_gauges(self, active: int, stalled: int, nodes: int) -> None:
         self.pulls_active.set(active)
+        self.nodes.set(nodes)
         self.stalled_pulls.set(stalled)
 
     def exposition(self) -> bytes:

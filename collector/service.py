@@ -241,7 +241,8 @@ class Collector:
         self._enqueue(_Item(Output(source_events=[event]), None))
 
     def _refresh_gauges(self) -> None:
-        self.metrics.set_gauges(self.engine.active_count(), self.engine.stalled_count())
+        self.metrics.set_gauges(self.engine.active_count(), self.engine.stalled_count(),
+                                self.engine.node_count())
         self.metrics.sse_clients.set(len(self._subscribers))
 
     # --- reading -----------------------------------------------------------------------

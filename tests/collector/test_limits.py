@@ -15,7 +15,7 @@ from collector.engine import Engine
 from collector.limits import Limits
 from collector.model import LayerPhase
 from collector.store import Store
-from tests.collector.reports import digest, layer, pull, report
+from tests.collector.reports import at, digest, layer, pull, report
 from tests.collector.server import ManualClock, RunningCollector
 
 MB = 1_000_000
@@ -144,3 +144,20 @@ def test_cap_flags_reach_the_collector_limits():
                                       "--max-sse-clients", "11"])
     assert _limits(args) == Limits(max_layers=7, max_active_pulls=9, max_sse_clients=11)
     assert _limits(build_parser().parse_args(["collect"])) == Limits()
+
+
+def test_nodes_silent_past_the_stale_time_with_nothing_in_progress_are_forgotten():
+    engine = Engine()  # stale after 10 min
+    for n in range(1000):  # names that come once, as a forger's would
+        engine.ingest(report(f"ghost-{n}", 0))
+    engine.ingest(report("busy", 0, pull("a:1", 0, layer(digest(1), 0, MB))))
+    assert engine.node_count() == 1001
+    engine.ingest(report("busy", 500, pull("a:1", 0, layer(digest(1), MB // 4, MB))))
+    engine.tick(at(599))  # not yet past 10 minutes of silence
+    assert engine.node_count() == 1001
+    engine.ingest(report("busy", 660, pull("a:1", 0, layer(digest(1), MB // 2, MB))))
+    assert engine.node_count() == 1  # the busy node stays: it has a pull in progress
+    # a forgotten node that comes back is a node like any other
+    engine.ingest(report("ghost-3", 662, pull("b:1", 662, layer(digest(2), 0, MB))))
+    assert engine.node_count() == 2
+    assert engine.active_count() == 2
