@@ -99,6 +99,8 @@ def test_a_client_that_falls_behind_is_dropped_and_ingest_goes_on(server, clock)
     clock.advance(1)
     rep = report("n1", 1, pull("img:1", 0, layer(A, 500, 1000)))
     assert httpx.post(server.url + "/api/v1/report", content=rep.dumps()).status_code == 200
+    metrics = httpx.get(server.metrics_url).text
+    assert 'pulltrace_sse_rejected_total{reason="slow"} 1.0' in metrics
 
 
 def test_a_client_that_never_reads_is_disconnected(tmp_path, monkeypatch):
