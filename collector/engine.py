@@ -72,6 +72,13 @@ class Engine:
         # Per node, the earliest time one of its layers could stall: other nodes' reports
         # only need to look at a node once that time has come.
         self._stall_due: dict[str, int] = {}
+        # When each node with pulls in progress next needs a look (its stale deadline or its
+        # next possible stall, on the arrival time line), as a heap: time passing visits only
+        # the nodes that are due, not every node. Entries superseded in ``_due_at`` are
+        # skipped when they come up.
+        self._due: list[tuple[int, int, str]] = []
+        self._due_at: dict[str, int] = {}
+        self._due_seq = 0
         self._active: dict[str, dict[PullKey, Pull]] = {}
         self._finished: dict[PullKey, int] = {}
         self._expiry: list[tuple[int, int, str]] = []  # (at, 0=pull id / 1=key index, ref)
@@ -124,6 +131,7 @@ class Engine:
         if at > self._last_report.get(node, at - 1):
             self._last_report[node] = at
             self._offset.setdefault(node, 0)
+            self._schedule(node)
 
     def mark_finished(self, node: str, identity: str, started_at: int, at: int) -> None:
         """Remember a pull finished before this engine started (recovery); ``identity`` is
@@ -165,6 +173,7 @@ class Engine:
             if pull.id not in seen:
                 self._vanish(pull, now, out, pending)
         self._check_stalls(node, now, pending)
+        self._schedule(node)
         self._flush(pending, out, snapshot_at=lambda _p: now)
         return out
 
@@ -185,19 +194,45 @@ class Engine:
         if now <= self.now:
             return
         pending = _Pending()
-        for node, pulls in self._active.items():
-            if not pulls or node == skip:
-                continue
+        visited: list[str] = []
+        while self._due and self._due[0][0] <= now:
+            at, _, node = heapq.heappop(self._due)
+            if self._due_at.get(node) != at:
+                continue  # superseded by a later schedule
+            del self._due_at[node]
+            visited.append(node)
+            if node == skip or not self._active.get(node):
+                continue  # the reporting node is looked at (and scheduled) by its report
             node_now = self._node_time(node, now)
             if not self._end_if_stale(node, node_now, pending) \
                     and node_now >= self._stall_due.get(node, 0):
                 self._check_stalls(node, node_now, pending)
+        for node in visited:
+            self._schedule(node)
         self._flush_lifecycle(pending, out)
         self.now = now
         self._expire(now)
         if now >= self._next_sweep:
             self._next_sweep = now + _NODE_SWEEP_NS
             self._forget_idle_nodes(now)
+
+    def _schedule(self, node: str) -> None:
+        """Put ``node`` on the heap for the earlier of its stale deadline and its next
+        possible stall (none while it has nothing in progress)."""
+        last = self._last_report.get(node)
+        if not self._active.get(node) or last is None:
+            self._due_at.pop(node, None)
+            return
+        due = min(self._stall_due.get(node, 0), last + self.config.stale_after_ns)
+        at = due + self._offset.get(node, 0)
+        if self._due_at.get(node) == at:
+            return
+        self._due_at[node] = at
+        self._due_seq += 1
+        heapq.heappush(self._due, (at, self._due_seq, node))
+        if len(self._due) > 2 * len(self._due_at) + 1024:  # drop superseded entries
+            self._due = [(t, i, n) for t, i, n in self._due if self._due_at.get(n) == t]
+            heapq.heapify(self._due)
 
     def _flush_lifecycle(self, pending: _Pending, out: Output) -> None:
         """Rows and events of changes found between reports, each pull as of its last one."""
@@ -238,7 +273,8 @@ class Engine:
         idle = [node for node, last in self._last_report.items()
                 if not self._active.get(node) and self._node_time(node, now) - last > horizon]
         for node in idle:
-            for per_node in (self._last_report, self._offset, self._stall_due, self._active):
+            for per_node in (self._last_report, self._offset, self._stall_due, self._active,
+                             self._due_at):
                 per_node.pop(node, None)
 
     def _schedule_key(self, key: PullKey, at: int) -> None:
