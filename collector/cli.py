@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from collector.engine import Engine, EngineConfig
 from collector.errors import ConfigError, PulltraceError
+from collector.limits import Limits
 from collector.metrics import Metrics
 from collector.records import Output
 from collector.redaction import install_secret_filter, url_password
@@ -72,6 +73,12 @@ def _floor(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected bytes per second, 0 or more, got {text!r}")
     return value
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def _db_path(text: str) -> str:
@@ -155,6 +162,22 @@ def _serve_flags(p: argparse.ArgumentParser, db_default: str) -> None:
                    help="require 'Authorization: Bearer TOKEN' on reports "
                         "(PULLTRACE_AGENT_TOKEN)")
     _engine_flags(p)
+    g = p.add_argument_group("caps (past one, the answer is 413, 429 or 503 and "
+                             "pulltrace_reports_dropped_total{reason} counts it)")
+    g.add_argument("--max-layers", type=_count, default=Limits.max_layers, metavar="N",
+                   help=f"layers in one report (default {Limits.max_layers}; 413 past it)")
+    g.add_argument("--max-active-pulls", type=_count, default=Limits.max_active_pulls,
+                   metavar="N", help="pulls in progress over all nodes (default "
+                                     f"{Limits.max_active_pulls}; a report that would start "
+                                     "more gets 503 and is not recorded)")
+    g.add_argument("--max-sse-clients", type=_count, default=Limits.max_sse_clients,
+                   metavar="N", help="clients of /api/v1/events "
+                                     f"(default {Limits.max_sse_clients}; 503 past it)")
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(max_layers=args.max_layers, max_active_pulls=args.max_active_pulls,
+                  max_sse_clients=args.max_sse_clients)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,7 +257,7 @@ async def _collect(args: argparse.Namespace, record: str | None) -> None:
             await asyncio.to_thread(poller.check)
         store = Store(args.db)
         recorder = Recorder(record) if record else None
-        collector = Collector(_engine(args), store, Metrics(), recorder)
+        collector = Collector(_engine(args), store, Metrics(), recorder, limits=_limits(args))
         server = await start_server(collector, listen, metrics_listen, args.token)
         log.info("collecting into %s; API %s; metrics %s", args.db, server.url,
                  server.metrics_url)
