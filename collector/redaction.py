@@ -76,7 +76,11 @@ class SecretFilter(logging.Filter):
         return _AUTH_HEADER.sub(rf"\g<1>{MASK}", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format is the handler's to report, not ours
+            record.msg, record.args = self.redact(str(record.msg)), None
+            return True
         clean = self.redact(message)
         if clean != message:
             record.msg, record.args = clean, None

@@ -212,10 +212,11 @@ def test_the_filter_masks_secrets_in_messages_arguments_and_tracebacks():
             raise ValueError("bad s3cret")
         except ValueError:
             logger.exception("failed")
+        logger.warning("s3cret %s %s", "one argument short")  # noqa: PLE1206 - on purpose
     finally:
         logger.removeHandler(handler)
     assert [r.getMessage() for r in records] == [
-        "token *** in b'Bearer ***'", "headers {'Authorization': '***'}", "failed"]
+        "token *** in b'Bearer ***'", "headers {'Authorization': '***'}", "failed", "*** %s %s"]
     assert records[2].exc_text is not None
     assert "ValueError: bad ***" in records[2].exc_text
     assert "s3cret" not in records[2].exc_text
