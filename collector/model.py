@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from collector.timefmt import format_rfc3339, parse_rfc3339
 MAX_NODE_NAME = 253
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tabs, newlines are fine
+_SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_INT_DIGITS = 4300  # what Python converts to an int; a longer number is no byte count
 MAX_BYTES = 1 << 48  # 256 TiB: no layer is larger, and sums over a pull stay in 64 bits
 # Times must fit DuckDB's nanosecond timestamps (1677-2262); anything outside 1970-2200 is
 # a broken clock, not a pull.
@@ -124,8 +127,8 @@ class PullState:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "imageRef": self.image_ref,
-            "startedAt": format_rfc3339(self.started_at or 0) if self.started_at else
-            "0001-01-01T00:00:00Z",
+            "startedAt": format_rfc3339(self.started_at) if self.started_at is not None
+            else "0001-01-01T00:00:00Z",
             "totalKnown": self.total_known,
             "layers": [layer.to_json() for layer in self.layers],
         }
@@ -196,6 +199,9 @@ def _time(obj: Mapping[str, Any], key: str, path: str, *, required: bool = False
     text = _get(obj, key, path, str, required=required)
     if text is None:
         return None
+    if len(text) > 40:  # no time is this long; keep the message short
+        raise ReportError(f"{path}{key}", f"not an RFC 3339 time: {_short(text)} "
+                                          f"({len(text)} characters)")
     try:
         value = parse_rfc3339(text)
     except ValueError as exc:
@@ -242,7 +248,8 @@ def _layer(obj: Any, path: str) -> LayerState:
     total = _bytes(obj, "totalBytes", path)
     downloaded = _bytes(obj, "downloadedBytes", path)
     total_known = _get(obj, "totalKnown", path, bool, total > 0)
-    if total_known and total and downloaded > total:
+    # A known total bounds the bytes; past it the reporter contradicts itself.
+    if total_known and downloaded > total:
         raise ReportError(f"{path}downloadedBytes",
                           f"{downloaded} exceeds totalBytes {total}")
     state_text = _name(obj, "state", path)
@@ -309,14 +316,94 @@ def decode_report(obj: Any) -> AgentReport:
 
 
 def parse_report(text: str | bytes) -> AgentReport:
-    """Decode a report from JSON text."""
+    """Decode a report from JSON text (bytes must be UTF-8)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ReportError("", f"the body is not UTF-8: byte 0x{exc.object[exc.start]:02x} "
+                                  f"at offset {exc.start} ({exc.reason})") from exc
+        text = text.removeprefix("\ufeff")  # a byte order mark may precede JSON text
+    if not text.strip(" \t\n\r"):
+        raise ReportError("", "the body is empty; send a JSON report")
     try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        obj = _loads(text)
+    except json.JSONDecodeError as exc:
         raise ReportError("", f"invalid JSON: {exc}") from exc
     except RecursionError as exc:
         raise ReportError("", "invalid report: JSON nested too deeply") from exc
     return decode_report(obj)
+
+
+class _NotJson:
+    """Stands in for a token Python's json reads but JSON does not allow (NaN, Infinity,
+    1e999, a number of thousands of digits) until :func:`_where` finds its place."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _loads(text: str) -> Any:
+    odd: list[_NotJson] = []
+
+    def mark(problem: str) -> _NotJson:
+        odd.append(_NotJson(problem))
+        return odd[-1]
+
+    def constant(token: str) -> _NotJson:
+        return mark(f"{token} is not valid JSON; send a number, or leave the field out")
+
+    def number(token: str) -> float | _NotJson:
+        value = float(token)
+        if math.isfinite(value):
+            return value
+        shown = token if len(token) <= 40 else token[:37] + "..."
+        return mark(f"{shown} is too large for a number")
+
+    def integer(token: str) -> int | _NotJson:
+        digits = len(token.lstrip("-"))
+        if digits > MAX_INT_DIGITS:
+            return mark(f"an integer of {digits} digits is out of range")
+        return int(token)
+
+    try:
+        obj = json.loads(text, parse_constant=constant, parse_float=number)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        # Python refuses to convert a number this long; only then is every integer
+        # looked at (reading them through a function is slower).
+        odd.clear()
+        obj = json.loads(text, parse_constant=constant, parse_float=number, parse_int=integer)
+    if odd:
+        path, problem = _where(obj)
+        raise ReportError(path, problem)
+    return obj
+
+
+def _where(obj: Any) -> tuple[str, str]:
+    """The path and problem of the first :class:`_NotJson` in ``obj``, in document order."""
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, _NotJson):
+            return path, value.problem
+        if isinstance(value, dict):
+            children = [(_key_path(path, key), item) for key, item in value.items()]
+        elif isinstance(value, list):
+            children = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+        else:
+            continue
+        stack.extend(reversed(children))
+    raise AssertionError("a marked token was not found")  # pragma: no cover
+
+
+def _key_path(path: str, key: str) -> str:
+    if _SIMPLE_KEY.fullmatch(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{json.dumps(key)}]"  # quoted, escaped: safe to print whatever it holds
 
 
 # --- outgoing -----------------------------------------------------------------------------
