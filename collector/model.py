@@ -10,25 +10,27 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from collector.errors import ReportError
+from collector.jsontext import load_json
 from collector.timefmt import format_rfc3339, parse_rfc3339
 
 MAX_NODE_NAME = 253
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tabs, newlines are fine
-_SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-MAX_INT_DIGITS = 4300  # what Python converts to an int; a longer number is no byte count
 MAX_BYTES = 1 << 48  # 256 TiB: no layer is larger, and sums over a pull stay in 64 bits
 # Times must fit DuckDB's nanosecond timestamps (1677-2262); anything outside 1970-2200 is
 # a broken clock, not a pull.
 MIN_TIME_NS = 0
 MAX_TIME_NS = 7_258_118_400 * 1_000_000_000  # 2200-01-01
+# A report dated further ahead of the collector's clock is refused: accepted, it would make
+# every later report of its node look older than it, and be dropped, until the clock caught
+# up. A day lets through any time-zone mistake; a clock behind is harmless (see check_clock).
+MAX_AHEAD_NS = 24 * 3600 * 1_000_000_000
 SCHEMA_VERSION = "v1"
 # Ingests that no manifest claims yet (and every ingest of a Go agent) are grouped per node
 # under this image reference, as the Go server did.
@@ -317,93 +319,24 @@ def decode_report(obj: Any) -> AgentReport:
 
 def parse_report(text: str | bytes) -> AgentReport:
     """Decode a report from JSON text (bytes must be UTF-8)."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ReportError("", f"the body is not UTF-8: byte 0x{exc.object[exc.start]:02x} "
-                                  f"at offset {exc.start} ({exc.reason})") from exc
-        text = text.removeprefix("\ufeff")  # a byte order mark may precede JSON text
-    if not text.strip(" \t\n\r"):
-        raise ReportError("", "the body is empty; send a JSON report")
-    try:
-        obj = _loads(text)
-    except json.JSONDecodeError as exc:
-        raise ReportError("", f"invalid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise ReportError("", "invalid report: JSON nested too deeply") from exc
-    return decode_report(obj)
+    return decode_report(load_json(text))
 
 
-class _NotJson:
-    """Stands in for a token Python's json reads but JSON does not allow (NaN, Infinity,
-    1e999, a number of thousands of digits) until :func:`_where` finds its place."""
+def check_clock(report: AgentReport, now: int, max_ahead_ns: int = MAX_AHEAD_NS) -> None:
+    """Refuse a report dated more than ``max_ahead_ns`` after ``now`` (the collector's clock).
 
-    __slots__ = ("problem",)
-
-    def __init__(self, problem: str) -> None:
-        self.problem = problem
-
-
-def _loads(text: str) -> Any:
-    odd: list[_NotJson] = []
-
-    def mark(problem: str) -> _NotJson:
-        odd.append(_NotJson(problem))
-        return odd[-1]
-
-    def constant(token: str) -> _NotJson:
-        return mark(f"{token} is not valid JSON; send a number, or leave the field out")
-
-    def number(token: str) -> float | _NotJson:
-        value = float(token)
-        if math.isfinite(value):
-            return value
-        shown = token if len(token) <= 40 else token[:37] + "..."
-        return mark(f"{shown} is too large for a number")
-
-    def integer(token: str) -> int | _NotJson:
-        digits = len(token.lstrip("-"))
-        if digits > MAX_INT_DIGITS:
-            return mark(f"an integer of {digits} digits is out of range")
-        return int(token)
-
-    try:
-        obj = json.loads(text, parse_constant=constant, parse_float=number)
-    except json.JSONDecodeError:
-        raise
-    except ValueError:
-        # Python refuses to convert a number this long; only then is every integer
-        # looked at (reading them through a function is slower).
-        odd.clear()
-        obj = json.loads(text, parse_constant=constant, parse_float=number, parse_int=integer)
-    if odd:
-        path, problem = _where(obj)
-        raise ReportError(path, problem)
-    return obj
-
-
-def _where(obj: Any) -> tuple[str, str]:
-    """The path and problem of the first :class:`_NotJson` in ``obj``, in document order."""
-    stack: list[tuple[str, Any]] = [("", obj)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, _NotJson):
-            return path, value.problem
-        if isinstance(value, dict):
-            children = [(_key_path(path, key), item) for key, item in value.items()]
-        elif isinstance(value, list):
-            children = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
-        else:
-            continue
-        stack.extend(reversed(children))
-    raise AssertionError("a marked token was not found")  # pragma: no cover
-
-
-def _key_path(path: str, key: str) -> str:
-    if _SIMPLE_KEY.fullmatch(key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"  # quoted, escaped: safe to print whatever it holds
+    Only ahead: a node whose clock is behind is placed on the collector's time line by the
+    arrival time, and one report from the past is at worst dropped as out of order.
+    """
+    ahead = report.timestamp - now
+    if ahead <= max_ahead_ns:
+        return
+    hours = ahead / 3_600_000_000_000
+    span = f"{hours / 24:.0f} days" if hours >= 48 else f"{hours:.1f} hours"
+    raise ReportError("timestamp", f"{format_rfc3339(report.timestamp)} is {span} ahead of the "
+                                   f"collector's clock ({format_rfc3339(now)}); reports over "
+                                   f"{max_ahead_ns // 3_600_000_000_000} hours ahead are "
+                                   "refused: set the node's clock (NTP), or the collector's")
 
 
 # --- outgoing -----------------------------------------------------------------------------
