@@ -19,7 +19,7 @@ from aiohttp import web
 from collector.errors import CapacityError, ReportError
 from collector.export import add_export_route
 from collector.limits import Limits
-from collector.model import parse_report
+from collector.model import check_clock, parse_report
 from collector.service import Collector
 
 log = logging.getLogger("pulltrace.api")
@@ -86,8 +86,17 @@ def build_app(collector: Collector, token: str | None = None,
             metrics.reports_dropped.labels("too_large").inc()
             return _text(413, f"report body over {limits.max_body} bytes; send fewer pulls "
                               "per report")
+        except web.RequestPayloadError:
+            # aiohttp decompresses as Content-Encoding says; a body that is not so encoded
+            # would otherwise be a 500.
+            metrics.reports_dropped.labels("invalid").inc()
+            encoding = request.headers.get("Content-Encoding", "")
+            return _text(400, f"invalid report: the body does not decode as its "
+                              f"Content-Encoding ({encoding!r}) says; send it uncompressed, "
+                              "or compressed that way")
         try:
             parsed = parse_report(body)
+            check_clock(parsed, collector.clock())
         except ReportError as exc:
             metrics.reports_dropped.labels("invalid").inc()
             return _text(400, f"invalid report: {exc}")

@@ -153,8 +153,9 @@ class Engine:
             return Output(accepted=False, drop_reason=reason, report=report)
         out = Output(report=report)
         stale = _Pending()
-        # The node's own silence, by its own clock (as a tick would have found it).
-        self._end_if_stale(node, now, stale)
+        # The node's own silence as a tick at this arrival would have found it: on the
+        # arrival time line, so a node clock that jumps ahead does not end its own pulls.
+        self._end_if_stale(node, self._node_time(node, arrived), stale)
         self._flush_lifecycle(stale, out)
         self._advance(arrived, out, skip=node)
         self._last_report[node] = now
