@@ -1,8 +1,9 @@
 """HTTP: the report endpoint, the pull list, the event stream, health; metrics on their own app.
 
 Status codes follow the original server: 405 wrong method, 401 bad token, 400 invalid JSON
-or node name, 429 a node's second report within 500 ms, 200 with an empty body. Bodies over
-1 MiB get 413.
+or node name, 429 a node's second report within 500 ms, 200 with an empty body. Past the caps
+of :mod:`collector.limits`: 413 for a body or a layer list too large, 503 (with Retry-After)
+while the collector follows as many pulls as it may.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from collector.errors import ReportError
+from collector.errors import CapacityError, ReportError
 from collector.export import add_export_route
-from collector.model import parse_report
+from collector.limits import Limits
+from collector.model import check_clock, parse_report
 from collector.service import Collector
 
 log = logging.getLogger("pulltrace.api")
 
-MAX_BODY = 1 << 20
-MIN_REPORT_GAP_NS = 500_000_000
+RETRY_AFTER = "5"  # seconds, on a 503 for the active-pull cap
 COMMIT_WAIT = 30.0  # seconds a report waits for its commit before the answer is 503
 COLLECTOR_KEY = web.AppKey("collector", Collector)
 
@@ -35,9 +36,11 @@ def _text(status: int, message: str) -> web.Response:
 class ReportGate:
     """Token check and the per-node 429 rule, by the server's own monotonic clock."""
 
-    def __init__(self, token: str | None, clock: Callable[[], int] = time.monotonic_ns) -> None:
+    def __init__(self, token: str | None, clock: Callable[[], int] = time.monotonic_ns,
+                 min_gap_ns: int = Limits.min_report_gap_ns) -> None:
         self.token = token or None
         self.clock = clock
+        self.min_gap_ns = min_gap_ns
         self._last: dict[str, int] = {}
 
     def authorized(self, header: str | None) -> bool:
@@ -48,23 +51,27 @@ class ReportGate:
         scheme, _, value = header.strip().partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(value.strip().encode(), self.token.encode())
+        # aiohttp hands undecodable header bytes over as lone surrogates, and an environment
+        # variable may hold them too: "surrogatepass" encodes any str, so no header is a 500.
+        return hmac.compare_digest(value.strip().encode("utf-8", "surrogatepass"),
+                                   self.token.encode("utf-8", "surrogatepass"))
 
     def admit(self, node: str) -> bool:
         now = self.clock()
         last = self._last.get(node)
-        if last is not None and now - last < MIN_REPORT_GAP_NS:
+        if last is not None and now - last < self.min_gap_ns:
             return False
         self._last[node] = now
         if len(self._last) > 10_000:  # forget nodes whose window has long passed
-            self._last = {n: t for n, t in self._last.items() if now - t < MIN_REPORT_GAP_NS}
+            self._last = {n: t for n, t in self._last.items() if now - t < self.min_gap_ns}
         return True
 
 
 def build_app(collector: Collector, token: str | None = None,
               gate: ReportGate | None = None) -> web.Application:
-    gate = gate or ReportGate(token)
-    app = web.Application(client_max_size=MAX_BODY)
+    limits = collector.limits
+    gate = gate or ReportGate(token, min_gap_ns=limits.min_report_gap_ns)
+    app = web.Application(client_max_size=limits.max_body)
     app[COLLECTOR_KEY] = collector
     metrics = collector.metrics
 
@@ -77,18 +84,35 @@ def build_app(collector: Collector, token: str | None = None,
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             metrics.reports_dropped.labels("too_large").inc()
-            return _text(413, f"report body over {MAX_BODY} bytes")
+            return _text(413, f"report body over {limits.max_body} bytes; send fewer pulls "
+                              "per report")
+        except web.RequestPayloadError:
+            # aiohttp decompresses as Content-Encoding says; a body that is not so encoded
+            # would otherwise be a 500.
+            metrics.reports_dropped.labels("invalid").inc()
+            encoding = request.headers.get("Content-Encoding", "")
+            return _text(400, f"invalid report: the body does not decode as its "
+                              f"Content-Encoding ({encoding!r}) says; send it uncompressed, "
+                              "or compressed that way")
         try:
             parsed = parse_report(body)
+            check_clock(parsed, collector.clock())
         except ReportError as exc:
             metrics.reports_dropped.labels("invalid").inc()
             return _text(400, f"invalid report: {exc}")
+        if (layers := sum(len(p.layers) for p in parsed.pulls)) > limits.max_layers:
+            metrics.reports_dropped.labels("too_many_layers").inc()
+            return _text(413, f"report lists {layers} layers, over the cap of "
+                              f"{limits.max_layers} (the collector's --max-layers)")
         if not gate.admit(parsed.node_name):
             metrics.reports_dropped.labels("rate_limited").inc()
             return _text(429, f"node {parsed.node_name!r} reported less than 500ms ago; "
                               "send at most two reports per second")
         try:
             await asyncio.wait_for(collector.submit(parsed), COMMIT_WAIT)
+        except CapacityError as exc:
+            return web.Response(status=503, text=f"{exc}\n",
+                                headers={"Retry-After": RETRY_AFTER})
         except TimeoutError:
             return _text(503, f"not recorded yet: {collector.store_error or 'the database is slow'}"
                               "; the report is kept and will be written, resending it is safe")
@@ -112,7 +136,8 @@ def build_app(collector: Collector, token: str | None = None,
     async def events(request: web.Request) -> web.StreamResponse:
         sub = collector.subscribe()
         if sub is None:
-            return _text(503, "too many event-stream clients (256); try again later")
+            return _text(503, f"too many event-stream clients ({limits.max_sse_clients}, the "
+                              "collector's --max-sse-clients); try again later")
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})

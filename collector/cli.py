@@ -16,13 +16,16 @@ from collections.abc import Sequence
 
 from collector.engine import Engine, EngineConfig
 from collector.errors import ConfigError, PulltraceError, StoreError
+from collector.limits import Limits
 from collector.metrics import Metrics
 from collector.records import Output
+from collector.redaction import install_secret_filter, url_password
 from collector.server import parse_addr, start_server
 from collector.service import Collector, Recorder
 from collector.sources.containerd import DEFAULT_NAMESPACE, DEFAULT_SOCKET, ContainerdClient
 from collector.sources.poller import DEFAULT_INTERVAL, ContainerdPoller, feed_collector
 from collector.sources.recording import read_recording
+from collector.sources.socket_path import ALLOWED_DIRS_ENV, allowed_dirs, containerd_socket
 from collector.store import Store
 from collector.timefmt import NS, parse_duration
 
@@ -72,6 +75,12 @@ def _floor(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _db_path(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a file path (or :memory:), got ''")
@@ -100,10 +109,18 @@ def _namespace_flag(p: argparse._ActionsContainer) -> None:
                    help=f"containerd namespace (default {DEFAULT_NAMESPACE}, kubelet's)")
 
 
+def _allow_dir_flag(p: argparse._ActionsContainer, effect: str) -> None:
+    p.add_argument("--allow-socket-dir", action="append", default=[], metavar="DIR",
+                   help=f"allow a containerd socket under DIR besides /run/containerd/ and "
+                        f"/var/run/containerd/ (repeatable; {ALLOWED_DIRS_ENV}, colon-separated)"
+                        f"{effect}")
+
+
 def _source_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("containerd on this node")
     g.add_argument("--containerd", metavar="SOCKET", default=None,
                    help=f"also watch the pulls of this containerd (e.g. {DEFAULT_SOCKET})")
+    _allow_dir_flag(g, "; once one is given, --containerd must be in one of them")
     _namespace_flag(g)
     _node_flag(g)
     g.add_argument("--poll-interval", type=_seconds, default=DEFAULT_INTERVAL,
@@ -145,6 +162,22 @@ def _serve_flags(p: argparse.ArgumentParser, db_default: str) -> None:
                    help="require 'Authorization: Bearer TOKEN' on reports "
                         "(PULLTRACE_AGENT_TOKEN)")
     _engine_flags(p)
+    g = p.add_argument_group("caps (past one, the answer is 413, 429 or 503 and "
+                             "pulltrace_reports_dropped_total{reason} counts it)")
+    g.add_argument("--max-layers", type=_count, default=Limits.max_layers, metavar="N",
+                   help=f"layers in one report (default {Limits.max_layers}; 413 past it)")
+    g.add_argument("--max-active-pulls", type=_count, default=Limits.max_active_pulls,
+                   metavar="N", help="pulls in progress over all nodes (default "
+                                     f"{Limits.max_active_pulls}; a report that would start "
+                                     "more gets 503 and is not recorded)")
+    g.add_argument("--max-sse-clients", type=_count, default=Limits.max_sse_clients,
+                   metavar="N", help="clients of /api/v1/events "
+                                     f"(default {Limits.max_sse_clients}; 503 past it)")
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(max_layers=args.max_layers, max_active_pulls=args.max_active_pulls,
+                  max_sse_clients=args.max_sse_clients)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                        default=_env("PULLTRACE_CONTAINERD_SOCKET", DEFAULT_SOCKET),
                        help=f"containerd's gRPC socket (PULLTRACE_CONTAINERD_SOCKET, "
                             f"default {DEFAULT_SOCKET})")
+    _allow_dir_flag(agent, "; the socket must be in one of them")
     _namespace_flag(agent)
     agent.add_argument("--server", metavar="URL", default=_env("PULLTRACE_SERVER_URL"),
                        help="the collector, e.g. http://pulltrace:8080 (PULLTRACE_SERVER_URL)")
@@ -213,7 +247,8 @@ async def _collect(args: argparse.Namespace, record: str | None) -> None:
     client = poller = None
     if args.containerd:
         # Before anything listens: a socket that is not there is an error at once.
-        client = ContainerdClient(args.containerd, args.namespace)
+        allowed = allowed_dirs(args.allow_socket_dir, restrict=False)
+        client = ContainerdClient(containerd_socket(args.containerd, allowed), args.namespace)
         poller = ContainerdPoller(client, args.node or default_node_name(),
                                   interval=args.poll_interval,
                                   where=f"containerd at {client.socket_path}")
@@ -226,7 +261,7 @@ async def _collect(args: argparse.Namespace, record: str | None) -> None:
         except PulltraceError:
             store.close()
             raise
-        collector = Collector(_engine(args), store, Metrics(), recorder)
+        collector = Collector(_engine(args), store, Metrics(), recorder, limits=_limits(args))
         server = await start_server(collector, listen, metrics_listen, args.token)
         log.info("collecting into %s; API %s; metrics %s", args.db, server.url,
                  server.metrics_url)
@@ -261,7 +296,8 @@ async def _agent(args: argparse.Namespace) -> None:
                           "post to, e.g. http://pulltrace:8080")
     await run_agent(socket_path=args.containerd, namespace=args.namespace, server=args.server,
                     node=args.node or default_node_name(), token=args.token,
-                    interval=args.interval)
+                    interval=args.interval,
+                    allowed_dirs=allowed_dirs(args.allow_socket_dir, restrict=True))
 
 
 def _replay(args: argparse.Namespace) -> None:
@@ -315,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--log-level (or PULLTRACE_LOG_LEVEL): {args.log_level!r} is not one of "
                      "debug, info, warn, error")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    install_secret_filter([getattr(args, "token", None),
+                           url_password(getattr(args, "server", None) or "")])
     try:
         if args.command == "collect":
             asyncio.run(_collect(args, args.record))

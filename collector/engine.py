@@ -33,6 +33,7 @@ from collector.tracking import Layer, Pull, PullKey, pull_id
 # containerd's ingest refs ("layer-sha256:<hex>"), which is what a Go agent sends as imageRef.
 INGEST_REF = re.compile(r"^(layer|manifest|config|index|unknown)-[a-z0-9]+:[0-9a-f]+$")
 _FINISHED_KEYS_KEEP = 24 * 3600 * NS
+_NODE_SWEEP_NS = 60 * NS
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +72,19 @@ class Engine:
         # Per node, the earliest time one of its layers could stall: other nodes' reports
         # only need to look at a node once that time has come.
         self._stall_due: dict[str, int] = {}
+        # When each node with pulls in progress next needs a look (its stale deadline or its
+        # next possible stall, on the arrival time line), as a heap: time passing visits only
+        # the nodes that are due, not every node. Entries superseded in ``_due_at`` are
+        # skipped when they come up.
+        self._due: list[tuple[int, int, str]] = []
+        self._due_at: dict[str, int] = {}
+        self._due_seq = 0
         self._active: dict[str, dict[PullKey, Pull]] = {}
         self._finished: dict[PullKey, int] = {}
         self._expiry: list[tuple[int, int, str]] = []  # (at, 0=pull id / 1=key index, ref)
         self._expiry_keys: dict[str, PullKey] = {}
         self.dropped: Counter[str] = Counter()
+        self._next_sweep = 0
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -100,6 +109,11 @@ class Engine:
         heapq.heappush(self._expiry, (status.completed_at + self.config.history_ttl_ns, 0,
                                       status.id))
 
+    def node_count(self) -> int:
+        """Nodes remembered: those with pulls in progress or heard from within the stale
+        time (up to a minute longer)."""
+        return len(self._last_report)
+
     def active_count(self) -> int:
         return sum(len(pulls) for pulls in self._active.values())
 
@@ -117,6 +131,7 @@ class Engine:
         if at > self._last_report.get(node, at - 1):
             self._last_report[node] = at
             self._offset.setdefault(node, 0)
+            self._schedule(node)
 
     def mark_finished(self, node: str, identity: str, started_at: int, at: int) -> None:
         """Remember a pull finished before this engine started (recovery); ``identity`` is
@@ -138,8 +153,9 @@ class Engine:
             return Output(accepted=False, drop_reason=reason, report=report)
         out = Output(report=report)
         stale = _Pending()
-        # The node's own silence, by its own clock (as a tick would have found it).
-        self._end_if_stale(node, now, stale)
+        # The node's own silence as a tick at this arrival would have found it: on the
+        # arrival time line, so a node clock that jumps ahead does not end its own pulls.
+        self._end_if_stale(node, self._node_time(node, arrived), stale)
         self._flush_lifecycle(stale, out)
         self._advance(arrived, out, skip=node)
         self._last_report[node] = now
@@ -158,6 +174,7 @@ class Engine:
             if pull.id not in seen:
                 self._vanish(pull, now, out, pending)
         self._check_stalls(node, now, pending)
+        self._schedule(node)
         self._flush(pending, out, snapshot_at=lambda _p: now)
         return out
 
@@ -178,16 +195,45 @@ class Engine:
         if now <= self.now:
             return
         pending = _Pending()
-        for node, pulls in self._active.items():
-            if not pulls or node == skip:
-                continue
+        visited: list[str] = []
+        while self._due and self._due[0][0] <= now:
+            at, _, node = heapq.heappop(self._due)
+            if self._due_at.get(node) != at:
+                continue  # superseded by a later schedule
+            del self._due_at[node]
+            visited.append(node)
+            if node == skip or not self._active.get(node):
+                continue  # the reporting node is looked at (and scheduled) by its report
             node_now = self._node_time(node, now)
             if not self._end_if_stale(node, node_now, pending) \
                     and node_now >= self._stall_due.get(node, 0):
                 self._check_stalls(node, node_now, pending)
+        for node in visited:
+            self._schedule(node)
         self._flush_lifecycle(pending, out)
         self.now = now
         self._expire(now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + _NODE_SWEEP_NS
+            self._forget_idle_nodes(now)
+
+    def _schedule(self, node: str) -> None:
+        """Put ``node`` on the heap for the earlier of its stale deadline and its next
+        possible stall (none while it has nothing in progress)."""
+        last = self._last_report.get(node)
+        if not self._active.get(node) or last is None:
+            self._due_at.pop(node, None)
+            return
+        due = min(self._stall_due.get(node, 0), last + self.config.stale_after_ns)
+        at = due + self._offset.get(node, 0)
+        if self._due_at.get(node) == at:
+            return
+        self._due_at[node] = at
+        self._due_seq += 1
+        heapq.heappush(self._due, (at, self._due_seq, node))
+        if len(self._due) > 2 * len(self._due_at) + 1024:  # drop superseded entries
+            self._due = [(t, i, n) for t, i, n in self._due if self._due_at.get(n) == t]
+            heapq.heapify(self._due)
 
     def _flush_lifecycle(self, pending: _Pending, out: Output) -> None:
         """Rows and events of changes found between reports, each pull as of its last one."""
@@ -221,6 +267,17 @@ class Engine:
                 if key is not None:
                     self._finished.pop(key, None)
 
+    def _forget_idle_nodes(self, now: int) -> None:
+        """Drop what is kept per node for nodes silent past the stale time with nothing in
+        progress: node names that come and go, or are invented, must not grow memory."""
+        horizon = self.config.stale_after_ns
+        idle = [node for node, last in self._last_report.items()
+                if not self._active.get(node) and self._node_time(node, now) - last > horizon]
+        for node in idle:
+            for per_node in (self._last_report, self._offset, self._stall_due, self._active,
+                             self._due_at):
+                per_node.pop(node, None)
+
     def _schedule_key(self, key: PullKey, at: int) -> None:
         ref = f"{len(self._expiry_keys)}:{pull_id(key)}"
         self._expiry_keys[ref] = key
@@ -228,10 +285,18 @@ class Engine:
 
     # --- pulls -------------------------------------------------------------------------------
 
-    def _resolve(self, node: str, state: PullState, now: int, pending: _Pending) -> Pull | None:
-        active = self._active[node]
-        merged = state.image_ref == PENDING_IMAGE_REF
-        if merged:
+    def new_pulls(self, report: AgentReport) -> int:
+        """How many pulls ingesting ``report`` would start (changes nothing)."""
+        keys = {found for state in _normalise(report.pulls)
+                if isinstance(found := self._find(report.node_name, state, report.timestamp),
+                              tuple)}
+        return len(keys)
+
+    def _find(self, node: str, state: PullState, now: int) -> Pull | PullKey | None:
+        """The pull ``state`` belongs to; else the key of the one it would start; None for a
+        finished pull reported again (which changes nothing)."""
+        active = self._active.get(node, {})
+        if state.image_ref == PENDING_IMAGE_REF:
             current = next((p for p in active.values() if p.merged), None)
             if current is not None:
                 return current
@@ -245,12 +310,18 @@ class Engine:
             key = (node, state.identity, state.started_at)
             if key in active:
                 return active[key]
-        if key in self._finished:
-            return None  # a finished pull reported again changes nothing
+        return None if key in self._finished else key
+
+    def _resolve(self, node: str, state: PullState, now: int, pending: _Pending) -> Pull | None:
+        found = self._find(node, state, now)
+        if not isinstance(found, tuple):
+            return found
+        key = found
+        merged = state.image_ref == PENDING_IMAGE_REF
         pull = Pull(key=key, id=pull_id(key), first_seen=now, image_ref=state.image_ref,
                     merged=merged)
         self._pulls[pull.id] = pull
-        active[key] = pull
+        self._active[node][key] = pull
         pending.add(pull, EventType.PULL_STARTED, now)
         return pull
 

@@ -36,3 +36,7 @@ class TestbedError(PulltraceError):
     """The end-to-end testbed (containerd, registry, proxy) could not start or do what was asked."""
 
     __test__ = False  # pytest would otherwise try to collect it from tests that import it
+
+
+class CapacityError(PulltraceError):
+    """The collector is at one of its caps (collector.limits); the caller may retry later."""

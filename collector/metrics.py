@@ -56,9 +56,17 @@ class Metrics:
         self.reports_dropped = Counter(
             "pulltrace_reports_dropped_total",
             "Reports dropped: duplicate, out_of_order (older than the node's last), "
-            "rate_limited, invalid, unauthorized, too_large", ["reason"], registry=r)
+            "rate_limited, invalid, unauthorized, too_large (body), too_many_layers, "
+            "too_many_pulls (the active-pull cap)", ["reason"], registry=r)
+        self.sse_rejected = Counter(
+            "pulltrace_sse_rejected_total",
+            "Event-stream clients refused (too_many_clients) or dropped for not reading "
+            "fast enough (slow)", ["reason"], registry=r)
         self.stalls = Counter("pulltrace_stalls_total", "Layers that stalled", ["node"],
                               registry=r)
+        self.nodes = Gauge("pulltrace_nodes",
+                           "Nodes with pulls in progress or heard from within the stale time",
+                           registry=r)
         self.stalled_pulls = Gauge("pulltrace_pulls_stalled", "Pulls whose layers all stall",
                                    registry=r)
         self.fetched_by_media = Counter(
@@ -103,8 +111,9 @@ class Metrics:
                     self.pull_duration.observe(
                         (event.pull.completed_at - event.pull.started_at) / NS)
 
-    def set_gauges(self, active: int, stalled: int) -> None:
+    def set_gauges(self, active: int, stalled: int, nodes: int) -> None:
         self.pulls_active.set(active)
+        self.nodes.set(nodes)
         self.stalled_pulls.set(stalled)
 
     def exposition(self) -> bytes:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.errors import ReportError
+from collector.jsontext import load_json
 from collector.timefmt import format_rfc3339, parse_rfc3339
 
 MAX_NODE_NAME = 253
@@ -26,6 +27,10 @@ MAX_BYTES = 1 << 48  # 256 TiB: no layer is larger, and sums over a pull stay in
 # a broken clock, not a pull.
 MIN_TIME_NS = 0
 MAX_TIME_NS = 7_258_118_400 * 1_000_000_000  # 2200-01-01
+# A report dated further ahead of the collector's clock is refused: accepted, it would make
+# every later report of its node look older than it, and be dropped, until the clock caught
+# up. A day lets through any time-zone mistake; a clock behind is harmless (see check_clock).
+MAX_AHEAD_NS = 24 * 3600 * 1_000_000_000
 SCHEMA_VERSION = "v1"
 # Ingests that no manifest claims yet (and every ingest of a Go agent) are grouped per node
 # under this image reference, as the Go server did.
@@ -124,8 +129,8 @@ class PullState:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "imageRef": self.image_ref,
-            "startedAt": format_rfc3339(self.started_at or 0) if self.started_at else
-            "0001-01-01T00:00:00Z",
+            "startedAt": format_rfc3339(self.started_at) if self.started_at is not None
+            else "0001-01-01T00:00:00Z",
             "totalKnown": self.total_known,
             "layers": [layer.to_json() for layer in self.layers],
         }
@@ -196,6 +201,9 @@ def _time(obj: Mapping[str, Any], key: str, path: str, *, required: bool = False
     text = _get(obj, key, path, str, required=required)
     if text is None:
         return None
+    if len(text) > 40:  # no time is this long; keep the message short
+        raise ReportError(f"{path}{key}", f"not an RFC 3339 time: {_short(text)} "
+                                          f"({len(text)} characters)")
     try:
         value = parse_rfc3339(text)
     except ValueError as exc:
@@ -242,7 +250,8 @@ def _layer(obj: Any, path: str) -> LayerState:
     total = _bytes(obj, "totalBytes", path)
     downloaded = _bytes(obj, "downloadedBytes", path)
     total_known = _get(obj, "totalKnown", path, bool, total > 0)
-    if total_known and total and downloaded > total:
+    # A known total bounds the bytes; past it the reporter contradicts itself.
+    if total_known and downloaded > total:
         raise ReportError(f"{path}downloadedBytes",
                           f"{downloaded} exceeds totalBytes {total}")
     state_text = _name(obj, "state", path)
@@ -309,14 +318,25 @@ def decode_report(obj: Any) -> AgentReport:
 
 
 def parse_report(text: str | bytes) -> AgentReport:
-    """Decode a report from JSON text."""
-    try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReportError("", f"invalid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise ReportError("", "invalid report: JSON nested too deeply") from exc
-    return decode_report(obj)
+    """Decode a report from JSON text (bytes must be UTF-8)."""
+    return decode_report(load_json(text))
+
+
+def check_clock(report: AgentReport, now: int, max_ahead_ns: int = MAX_AHEAD_NS) -> None:
+    """Refuse a report dated more than ``max_ahead_ns`` after ``now`` (the collector's clock).
+
+    Only ahead: a node whose clock is behind is placed on the collector's time line by the
+    arrival time, and one report from the past is at worst dropped as out of order.
+    """
+    ahead = report.timestamp - now
+    if ahead <= max_ahead_ns:
+        return
+    hours = ahead / 3_600_000_000_000
+    span = f"{hours / 24:.0f} days" if hours >= 48 else f"{hours:.1f} hours"
+    raise ReportError("timestamp", f"{format_rfc3339(report.timestamp)} is {span} ahead of the "
+                                   f"collector's clock ({format_rfc3339(now)}); reports over "
+                                   f"{max_ahead_ns // 3_600_000_000_000} hours ahead are "
+                                   "refused: set the node's clock (NTP), or the collector's")
 
 
 # --- outgoing -----------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.engine import Engine
-from collector.errors import PulltraceError, StoreError
+from collector.errors import CapacityError, PulltraceError, StoreError
+from collector.limits import Limits
 from collector.metrics import Metrics
 from collector.model import AgentReport, EventType, PullEvent, PullStatus, SourceEvent
 from collector.records import Batch, Output
@@ -30,7 +31,6 @@ from collector.store import Store
 log = logging.getLogger("pulltrace.collector")
 
 Clock = Callable[[], int]
-MAX_SSE_CLIENTS = 256
 SSE_QUEUE = 1024  # events a client may lag behind before it is dropped
 
 
@@ -127,6 +127,7 @@ class Collector:
     recorder: Recorder | None = None
     clock: Clock = wall_clock  # stamps each report's arrival and drives the ticks
     tick_interval: float = 1.0
+    limits: Limits = field(default_factory=Limits)
     ready: bool = False
     store_error: str | None = None  # the last write failure, while writes keep failing
     _queue: list[_Item] = field(default_factory=list)
@@ -195,7 +196,10 @@ class Collector:
 
         A dropped report (repeated or older than its node's last) waits for whatever is
         already queued, so its answer never precedes the commit of the one it repeats.
+        A report that would start more pulls than the cap allows raises CapacityError and
+        changes nothing.
         """
+        self._check_capacity(report)
         out = self.engine.ingest(dataclasses.replace(report, received_at=self.clock()))
         loop = asyncio.get_running_loop()
         if not out.accepted:
@@ -208,6 +212,16 @@ class Collector:
         self._last_future = future
         await asyncio.shield(future)
         return out
+
+    def _check_capacity(self, report: AgentReport) -> None:
+        cap = self.limits.max_active_pulls
+        starting = self.engine.new_pulls(report)
+        if starting and (active := self.engine.active_count()) + starting > cap:
+            self.metrics.reports_dropped.labels("too_many_pulls").inc()
+            raise CapacityError(
+                f"the collector follows {active} pulls in progress and this report would "
+                f"start {starting} more, over its cap of {cap} (--max-active-pulls); "
+                "resend it later: nothing of it was recorded")
 
     def _enqueue(self, item: _Item) -> None:
         self._queue.append(item)
@@ -296,7 +310,8 @@ class Collector:
         self._enqueue(_Item(Output(source_events=[event]), None))
 
     def _refresh_gauges(self) -> None:
-        self.metrics.set_gauges(self.engine.active_count(), self.engine.stalled_count())
+        self.metrics.set_gauges(self.engine.active_count(), self.engine.stalled_count(),
+                                self.engine.node_count())
         self.metrics.sse_clients.set(len(self._subscribers))
 
     # --- reading -----------------------------------------------------------------------
@@ -305,7 +320,8 @@ class Collector:
         return self.engine.pulls()
 
     def subscribe(self) -> Subscription | None:
-        if len(self._subscribers) >= MAX_SSE_CLIENTS:
+        if len(self._subscribers) >= self.limits.max_sse_clients:
+            self.metrics.sse_rejected.labels("too_many_clients").inc()
             return None
         sub = Subscription()
         self._subscribers.add(sub)
@@ -331,6 +347,7 @@ class Collector:
             for event in encoded:
                 if not sub.push(event):
                     # A slow client is dropped, never waited for.
+                    self.metrics.sse_rejected.labels("slow").inc()
                     self._subscribers.discard(sub)
                     self.metrics.sse_clients.set(len(self._subscribers))
                     break

@@ -13,8 +13,10 @@ import time
 
 NS = 1_000_000_000
 
+# ASCII digits only, and nothing after the zone (not even the newline ``$`` lets through).
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,
 )
 
 
@@ -23,7 +25,7 @@ def parse_rfc3339(text: str) -> int | None:
 
     Raises ValueError for anything that is not an RFC 3339 date-time.
     """
-    m = _RFC3339.match(text)
+    m = _RFC3339.fullmatch(text)
     if m is None:
         raise ValueError(f"not an RFC 3339 time: {text!r} (expected e.g. 2024-05-01T12:00:00.5Z)")
     year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))

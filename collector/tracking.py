@@ -148,8 +148,12 @@ class Pull:
     def status_at(self, now: int) -> PullStatus:
         total, downloaded, cached = self.totals()
         speed = None if self.finished else self.speed(now)
+        # A layer still coming whose size is unknown makes the share unknown too: its bytes
+        # would count against a total that leaves it out.
+        unsized = any(layer.active and not layer.total_known for layer in self.layers.values())
         percent = 100.0 if self.status is PullStatusKind.COMPLETED else (
-            min(100.0, (downloaded + cached) * 100.0 / total) if total > 0 else None)
+            min(100.0, (downloaded + cached) * 100.0 / total) if total > 0 and not unsized
+            else None)
         return PullStatus(
             id=self.id, node_name=self.node, image_ref=self.image_ref, total_bytes=total,
             downloaded_bytes=downloaded, cached_bytes=cached, bytes_per_sec=speed,

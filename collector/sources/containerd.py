@@ -24,7 +24,6 @@ Facts about containerd (1.6) the callers rely on:
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -41,6 +40,7 @@ from collector.sources._generated.containerd.services.images.v1 import (
     images_pb2,
     images_pb2_grpc,
 )
+from collector.sources.socket_path import check_socket
 from collector.timefmt import NS
 
 __all__ = [
@@ -183,10 +183,11 @@ def _status(st: Any) -> IngestStatus:
 class ContainerdClient:
     """Blocking client of one containerd socket, in one namespace.
 
-    ``socket_path`` is the containerd gRPC socket (a ``unix://`` prefix is accepted); it must
-    exist when the client is made. ``timeout`` (seconds) bounds every call, a streaming call as a
-    whole. Methods are safe to call from several threads. Use as a context manager or call
-    :meth:`close`.
+    ``socket_path`` is the containerd gRPC socket (a ``unix://`` prefix is accepted), resolved
+    (symlinks, ``..``); it must exist when the client is made (see
+    :mod:`collector.sources.socket_path`, which also restricts where it may be). ``timeout``
+    (seconds) bounds every call, a streaming call as a whole. Methods are safe to call from
+    several threads. Use as a context manager or call :meth:`close`.
     """
 
     def __init__(
@@ -199,10 +200,10 @@ class ContainerdClient:
             raise ContainerdError("the containerd namespace is empty; kubelet uses 'k8s.io'")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
-        self._path = os.path.abspath(path)
+        self._path = os.path.realpath(path)
         self._namespace = namespace
         self._timeout = float(timeout)
-        _check_socket(self._path)
+        check_socket(self._path, path)
         self._metadata = ((NAMESPACE_HEADER, namespace),)
         self._channel = grpc.insecure_channel(f"unix://{self._path}", options=_CHANNEL_OPTIONS)
         self._content = content_pb2_grpc.ContentStub(self._channel)
@@ -418,22 +419,3 @@ class _Stream:
     def cancel(self) -> None:
         """Stop the call (no-op when it has finished)."""
         self._call.cancel()
-
-
-def _check_socket(path: str) -> None:
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError as exc:
-        raise ContainerdError(
-            f"no containerd socket at {path}; is containerd running? pass --containerd SOCKET"
-        ) from exc
-    except PermissionError as exc:
-        raise ContainerdError(
-            f"permission denied on {path}; run as root or as a user who may open the "
-            "containerd socket"
-        ) from exc
-    if not stat.S_ISSOCK(mode):
-        raise ContainerdError(
-            f"{path} is not a socket; pass containerd's gRPC socket with --containerd SOCKET "
-            f"(usually {DEFAULT_SOCKET})"
-        )

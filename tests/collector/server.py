@@ -6,6 +6,7 @@ from pathlib import Path
 
 from collector.api import ReportGate
 from collector.engine import Engine, EngineConfig
+from collector.limits import Limits
 from collector.metrics import Metrics
 from collector.server import BackgroundServer
 from collector.service import Collector, Recorder
@@ -28,11 +29,12 @@ class ManualClock:
 class RunningCollector(BackgroundServer):
     def __init__(self, db: Path | str, *, token: str | None = None,
                  config: EngineConfig | None = None, gate_clock: ManualClock | None = None,
-                 tick_interval: float = 3600.0, record: Path | None = None) -> None:
+                 tick_interval: float = 3600.0, record: Path | None = None,
+                 limits: Limits | None = None) -> None:
         self.gate_clock = gate_clock
         collector = Collector(Engine(config), Store(db), Metrics(),
                               Recorder(record) if record else None,
-                              tick_interval=tick_interval)
+                              tick_interval=tick_interval, limits=limits or Limits())
         super().__init__(collector, token=token,
                          gate=ReportGate(token, gate_clock) if gate_clock else None)
 

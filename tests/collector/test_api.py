@@ -183,8 +183,9 @@ def test_values_the_store_cannot_hold_are_400_and_ingest_goes_on(server, clock, 
 
 
 def test_a_large_report_sent_in_chunks_is_read_whole(server):
-    layers = [{"digest": f"sha256:{i:064x}", "totalBytes": 10**6, "downloadedBytes": 0}
-              for i in range(3000)]
+    layers = [{"digest": f"sha256:{i:064x}", "totalBytes": 10**6, "downloadedBytes": 0,
+               "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"}
+              for i in range(2000)]  # the default cap
     data = json.dumps(body(pulls=[{"imageRef": "big:1", "startedAt": format_rfc3339(at(0)),
                                    "layers": layers}])).encode()
     assert 300_000 < len(data) < 1 << 20  # larger than aiohttp reads in one go
@@ -196,7 +197,7 @@ def test_a_large_report_sent_in_chunks_is_read_whole(server):
     resp = httpx.post(server.url + "/api/v1/report", content=pieces(), timeout=10)
     assert resp.status_code == 200
     (big,) = httpx.get(server.url + "/api/v1/pulls").json()["pulls"]
-    assert big["layerCount"] == 3000
+    assert big["layerCount"] == 2000
 
 
 def test_a_chunked_body_over_one_mib_is_413(server):

@@ -239,7 +239,7 @@ def test_missing_socket_is_a_clear_error(tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_socket_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("")
-    with pytest.raises(ContainerdError, match="is not a socket"):
+    with pytest.raises(ContainerdError, match="is a regular file, not a socket"):
         ContainerdClient(str(path))
 
 

@@ -10,10 +10,13 @@ import aiohttp
 import httpx
 import pytest
 
+from collector.limits import Limits
 from collector.model import EventType, LayerPhase, PullEvent
-from collector.service import MAX_SSE_CLIENTS, SSE_QUEUE
+from collector.service import SSE_QUEUE
 from tests.collector.reports import digest, layer, pull, report
 from tests.collector.server import RunningCollector, SteppingClock
+
+MAX_SSE_CLIENTS = Limits().max_sse_clients
 
 A = digest(0xA)
 
@@ -96,6 +99,8 @@ def test_a_client_that_falls_behind_is_dropped_and_ingest_goes_on(server, clock)
     clock.advance(1)
     rep = report("n1", 1, pull("img:1", 0, layer(A, 500, 1000)))
     assert httpx.post(server.url + "/api/v1/report", content=rep.dumps()).status_code == 200
+    metrics = httpx.get(server.metrics_url).text
+    assert 'pulltrace_sse_rejected_total{reason="slow"} 1.0' in metrics
 
 
 def test_a_client_that_never_reads_is_disconnected(tmp_path, monkeypatch):

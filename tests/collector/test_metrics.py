@@ -32,7 +32,7 @@ def test_stall_error_bytes_and_duration_are_counted_once():
     outs.append(eng.ingest(report("n2", 3)))  # img:2 vanished: committed after 3 s
     for out in outs:
         metrics.observe(out)
-    metrics.set_gauges(eng.active_count(), eng.stalled_count())
+    metrics.set_gauges(eng.active_count(), eng.stalled_count(), eng.node_count())
     v = values(metrics)
     assert v[("pulltrace_stalls_total", (("node", "n1"),))] == 1  # stalled at 7 s
     assert v[("pulltrace_pull_errors_total", ())] == 1  # three failing reports, one pull

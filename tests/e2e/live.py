@@ -27,10 +27,37 @@ from collector.service import Collector
 from collector.sources.containerd import ContainerdClient
 from collector.sources.poller import ContainerdPoller, feed_collector
 from collector.store import Store
-from collector.testbed import Testbed
+from collector.testbed import PushedImage, Testbed
 
 T = TypeVar("T")
 NODE = "e2e-node"
+ABORTED = "was aborted: its download stopped and the blob is not in the content store"
+
+
+def tag_ref(bed: Testbed, pushed: PushedImage) -> str:
+    """The image record `ctr content fetch` writes: the name it was fetched by, port included."""
+    return f"{bed.proxy_addr}/{pushed.ref}"
+
+
+def digest_ref(pushed: PushedImage) -> str:
+    """What a pull is called before its image record exists: the distribution-source label's
+    host (containerd drops the port) and repository, at the manifest digest."""
+    repo = pushed.ref.rpartition(":")[0]
+    return f"127.0.0.1/{repo}@{pushed.image.manifest.digest}"
+
+
+def layer_of(pull: PullStatus, digest: str):
+    (found,) = [layer for layer in pull.layers if layer.digest == digest]
+    return found
+
+
+def expected_layers(pushed: PushedImage, status: str = "completed") -> list[tuple]:
+    return [(b.digest, b.media_type, b.size, b.size, status) for b in pushed.image.blobs]
+
+
+def actual_layers(pull: PullStatus) -> list[tuple]:
+    return [(x.digest, x.media_type, x.total_bytes, x.downloaded_bytes, x.status.value)
+            for x in pull.layers]
 
 
 class RecordingEngine(Engine):

@@ -7,56 +7,30 @@ from the throttle's rate, never from what the collector printed.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from collector.engine import EngineConfig
-from collector.model import PullStatus
-from collector.testbed import MiB, PushedImage, Testbed
+from collector.testbed import MiB, Testbed
 from collector.testbed._process import child_env, free_port
 from collector.timefmt import NS
 from tests.e2e.conftest import RATE
-from tests.e2e.live import NODE, LiveCollector, pull_of
+from tests.e2e.live import (
+    ABORTED,
+    NODE,
+    LiveCollector,
+    actual_layers,
+    digest_ref,
+    expected_layers,
+    layer_of,
+    pull_of,
+    tag_ref,
+)
+from tests.e2e.processes import Process, api_pulls, scrape, wait_until
 
 pytestmark = pytest.mark.e2e
-
-ABORTED = "was aborted: its download stopped and the blob is not in the content store"
-
-
-def tag_ref(bed: Testbed, pushed: PushedImage) -> str:
-    """The image record `ctr content fetch` writes: the name it was fetched by, port included."""
-    return f"{bed.proxy_addr}/{pushed.ref}"
-
-
-def digest_ref(pushed: PushedImage) -> str:
-    """What a pull is called before its image record exists: the distribution-source label's
-    host (containerd drops the port) and repository, at the manifest digest."""
-    repo = pushed.ref.rpartition(":")[0]
-    return f"127.0.0.1/{repo}@{pushed.image.manifest.digest}"
-
-
-def layer_of(pull: PullStatus, digest: str):
-    (found,) = [layer for layer in pull.layers if layer.digest == digest]
-    return found
-
-
-def expected_layers(pushed: PushedImage, status: str = "completed") -> list[tuple]:
-    return [(b.digest, b.media_type, b.size, b.size, status) for b in pushed.image.blobs]
-
-
-def actual_layers(pull: PullStatus) -> list[tuple]:
-    return [(x.digest, x.media_type, x.total_bytes, x.downloaded_bytes, x.status.value)
-            for x in pull.layers]
-
 
 def test_layer_speed_matches_the_throttle_and_the_pull_speed_is_their_sum(
         testbed: Testbed, repo: str, seed: int) -> None:
@@ -243,51 +217,6 @@ def test_a_restarted_containerd_is_a_visible_gap_and_the_next_pull_is_seen(
 # -- the agent over HTTP against the in-process source --------------------------------------------
 
 
-class Process:
-    """A `pulltrace` command in a child process, stopped by its pid."""
-
-    def __init__(self, args: list[str], log: Path, env: dict[str, str]) -> None:
-        self.log = log
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "collector.cli", *args],
-                                         stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         stdin=subprocess.DEVNULL)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait(timeout=20)
-
-
-def scrape(url: str, name: str) -> float:
-    try:
-        text = httpx.get(url, timeout=5).text
-    except httpx.HTTPError:
-        return -1.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                return float(sample.value)
-    return 0.0
-
-
-def wait_until(predicate, what: str, timeout: float = 30.0, logs: list[Path] = ()) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {p}:\n{p.read_text(errors='replace')[-2000:]}" for p in logs)
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
-        time.sleep(0.1)
-
-
-def api_pulls(url: str) -> list[dict]:
-    return httpx.get(url + "/api/v1/pulls", timeout=5).json()["pulls"]
-
-
 def comparable(pull: dict) -> tuple:
     layers = tuple((x["digest"], x["mediaType"], x["totalBytes"], x["downloadedBytes"],
                     x["status"]) for x in pull["layers"])
@@ -301,7 +230,8 @@ def test_the_agent_over_http_gives_the_same_pulls_as_the_in_process_source(
     pushed = testbed.make_image(repo, [3 * MiB, 2 * MiB], seed=seed)
     token = "e2e-t0ken"
     env = child_env({"PULLTRACE_NODE_NAME": NODE, "PULLTRACE_CONTAINERD_SOCKET":
-                     str(testbed.socket_path), "PULLTRACE_AGENT_TOKEN": token})
+                     str(testbed.socket_path), "PULLTRACE_AGENT_TOKEN": token,
+                     "PULLTRACE_ALLOWED_SOCKET_DIRS": str(testbed.directory)})
     ports = [free_port() for _ in range(4)]
     inproc, over_http = (f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[2]}")
     metrics = (f"http://127.0.0.1:{ports[1]}/metrics", f"http://127.0.0.1:{ports[3]}/metrics")
