@@ -173,11 +173,14 @@ def _serve_flags(p: argparse.ArgumentParser, db_default: str) -> None:
     g.add_argument("--max-sse-clients", type=_count, default=Limits.max_sse_clients,
                    metavar="N", help="clients of /api/v1/events "
                                      f"(default {Limits.max_sse_clients}; 503 past it)")
+    g.add_argument("--max-backlog", type=_count, default=Limits.max_backlog, metavar="N",
+                   help="reports accepted but not yet written, while the database fails "
+                        f"(default {Limits.max_backlog}; 503 past it)")
 
 
 def _limits(args: argparse.Namespace) -> Limits:
     return Limits(max_layers=args.max_layers, max_active_pulls=args.max_active_pulls,
-                  max_sse_clients=args.max_sse_clients)
+                  max_sse_clients=args.max_sse_clients, max_backlog=args.max_backlog)
 
 
 def build_parser() -> argparse.ArgumentParser:

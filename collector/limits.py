@@ -22,11 +22,15 @@ class Limits:
     # Pulls in progress over the whole cluster; a report that would start more waits (503).
     max_active_pulls: int = 50_000
     max_sse_clients: int = 256
+    # Reports accepted but not yet written (the database failing or slow); past it a report
+    # is refused (503) before the engine sees it, so memory stays bounded in an outage.
+    max_backlog: int = 20_000
     # The original's rule: a node's second report within 500 ms is refused.
     min_report_gap_ns: int = 500_000_000
 
     def __post_init__(self) -> None:
-        for name in ("max_body", "max_layers", "max_active_pulls", "max_sse_clients"):
+        for name in ("max_body", "max_layers", "max_active_pulls", "max_sse_clients",
+                     "max_backlog"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')}: must be at least 1, "
                                   f"got {getattr(self, name)}")

@@ -57,7 +57,8 @@ class Metrics:
             "pulltrace_reports_dropped_total",
             "Reports dropped: duplicate, out_of_order (older than the node's last), "
             "rate_limited, invalid, unauthorized, too_large (body), too_many_layers, "
-            "too_many_pulls (the active-pull cap)", ["reason"], registry=r)
+            "too_many_pulls (the active-pull cap), backlog (too many reports waiting for the "
+            "database)", ["reason"], registry=r)
         self.sse_rejected = Counter(
             "pulltrace_sse_rejected_total",
             "Event-stream clients refused (too_many_clients) or dropped for not reading "
@@ -75,6 +76,8 @@ class Metrics:
         self.pulls_finished = Counter("pulltrace_pulls_finished_total",
                                       "Pulls ended, by status (completed, failed, stale)",
                                       ["status"], registry=r)
+        self.backlog = Gauge("pulltrace_reports_unwritten",
+                             "Reports (and ticks) accepted and waiting to be written", registry=r)
         self.store_errors = Counter("pulltrace_store_errors_total",
                                     "Failed writes to the database", registry=r)
         self.source_gaps = Counter("pulltrace_source_gaps_total",

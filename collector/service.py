@@ -214,6 +214,12 @@ class Collector:
         return out
 
     def _check_capacity(self, report: AgentReport) -> None:
+        if (queued := len(self._queue)) >= self.limits.max_backlog:
+            self.metrics.reports_dropped.labels("backlog").inc()
+            why = self.store_error or "the database is slow"
+            raise CapacityError(
+                f"{queued} reports wait to be written ({why}), the cap of --max-backlog; "
+                "resend it later: nothing of it was recorded")
         cap = self.limits.max_active_pulls
         starting = self.engine.new_pulls(report)
         if starting and (active := self.engine.active_count()) + starting > cap:
@@ -225,6 +231,7 @@ class Collector:
 
     def _enqueue(self, item: _Item) -> None:
         self._queue.append(item)
+        self.metrics.backlog.set(len(self._queue))
         assert self._wake is not None
         self._wake.set()
 
@@ -243,6 +250,7 @@ class Collector:
             if not await self._commit(attempt):
                 return
             del self._queue[:len(attempt.items)]
+            self.metrics.backlog.set(len(self._queue))
             self._resolve(attempt.items)
 
     async def _commit(self, attempt: _Attempt) -> bool:

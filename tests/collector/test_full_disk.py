@@ -169,3 +169,56 @@ def test_a_replay_out_of_space_stops_clearly_and_append_completes_it(tmp_path):
                       "SELECT * FROM samples ORDER BY node, ts, digest",
                       "SELECT * FROM pulls ORDER BY id", "SELECT * FROM layers ORDER BY digest"):
             assert a.execute(query).fetchall() == b.execute(query).fetchall(), query
+
+
+def test_past_the_backlog_cap_a_report_is_refused_at_once_while_the_disk_is_full(tmp_path):
+    db = tmp_path / "backlog.duckdb"
+    with CollectProcess(db, tmp_path / "collector.log",
+                        args=("--stall-after", "1h", "--max-backlog", "2")) as collector, \
+            httpx.Client(timeout=60) as client:
+        collector.start()
+        post = collector.url + "/api/v1/report"
+
+        def metric(name: str) -> float:
+            text = client.get(collector.metrics_url).text
+            found = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
+            return float(found.group(1)) if found else 0.0
+
+        assert client.post(post, content=node_report("a", 0, 1_000_000).dumps()) \
+            .status_code == 200
+        resource.prlimit(collector.pid, resource.RLIMIT_FSIZE,
+                         (Path(f"{db}.wal").stat().st_size, resource.RLIM_INFINITY))
+        time.sleep(0.55)  # a node's reports at least 500 ms apart
+        answers: dict[str, int] = {}
+        waiting = [threading.Thread(target=lambda n=n: answers.setdefault(
+            n, client.post(post, content=node_report(n, 1, 2_000_000).dumps()).status_code))
+            for n in ("a", "b")]
+        for thread in waiting:
+            thread.start()
+        wait_for(lambda: metric("pulltrace_reports_unwritten") == 2, "two reports waiting")
+        wait_for(lambda: client.get(collector.url + "/readyz").status_code == 503,
+                 "a failed write")
+
+        refused = client.post(post, content=node_report("c", 1, 3_000_000).dumps())
+        dropped = metric('pulltrace_reports_dropped_total{reason="backlog"}')
+        resource.prlimit(collector.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        for thread in waiting:
+            thread.join(timeout=90)
+        unwritten = metric("pulltrace_reports_unwritten")
+        listed = {p["nodeName"] for p in client.get(collector.url + "/api/v1/pulls")
+                  .json()["pulls"]}
+        assert collector.stop() == 0
+
+    assert refused.status_code == 503
+    assert refused.text.startswith(f"2 reports wait to be written (could not write to {db}: "
+                                   "the disk is full")
+    assert refused.text.rstrip().endswith(
+        "the cap of --max-backlog; resend it later: nothing of it was recorded")
+    assert dropped == 1
+    assert answers == {"a": 200, "b": 200}
+    assert unwritten == 0
+    assert listed == {"a", "b"}  # c's pull was never started
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT node, epoch_ns(ts) FROM reports ORDER BY node, ts").fetchall()
+    assert rows == [("a", at(0)), ("a", at(1)), ("b", at(1))]

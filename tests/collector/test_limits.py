@@ -130,7 +130,8 @@ def test_new_pulls_counts_what_a_report_would_start_without_changing_anything():
     assert engine.new_pulls(report("n1", 3, a_done)) == 0
 
 
-@pytest.mark.parametrize("flag", ["--max-layers", "--max-active-pulls", "--max-sse-clients"])
+@pytest.mark.parametrize("flag", ["--max-layers", "--max-active-pulls", "--max-sse-clients",
+                                  "--max-backlog"])
 @pytest.mark.parametrize("value", ["0", "-3", "1.5", "many"])
 def test_cap_flags_take_whole_numbers_of_at_least_one(flag, value, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -141,8 +142,9 @@ def test_cap_flags_take_whole_numbers_of_at_least_one(flag, value, capsys):
 
 def test_cap_flags_reach_the_collector_limits():
     args = build_parser().parse_args(["collect", "--max-layers", "7", "--max-active-pulls", "9",
-                                      "--max-sse-clients", "11"])
-    assert _limits(args) == Limits(max_layers=7, max_active_pulls=9, max_sse_clients=11)
+                                      "--max-sse-clients", "11", "--max-backlog", "13"])
+    assert _limits(args) == Limits(max_layers=7, max_active_pulls=9, max_sse_clients=11,
+                                   max_backlog=13)
     assert _limits(build_parser().parse_args(["collect"])) == Limits()
 
 
