@@ -52,9 +52,8 @@ def describe(name: str, r: dict[str, Any]) -> str:
             f"CPU server {r['server_cpu']:.2f} / client {r['client_cpu']:.2f} cores; "
             f"client send lag p99 {ms(r['send_lag']['p99'])}")
     text += f"; {r['samples_per_s']:,.0f} samples/s"
-    if r.get("server_samples_per_s") is not None:
-        text += (f" ({r['server_samples_per_s']:,.0f}/s by its counter); RSS "
-                 f"{r['server_rss_kb'] / 1024:,.0f} MiB")
+    if r.get("server_samples_per_s") is not None:  # a collector
+        text += f"; RSS {r['server_rss_kb'] / 1024:,.0f} MiB"
     bad = {k: v for k, v in r["statuses"].items() if k != "200"}
     if bad:
         text += f"; answers other than 200: {bad}"

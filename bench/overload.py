@@ -31,14 +31,14 @@ def many_pulls(agents: int) -> FleetShape:
     """Five pulls per node that stay active: large layers at 1 MiB/s."""
     return FleetShape(nodes=agents, slots=5, layers=(3, 3), size_median_mib=300.0,
                       size_sigma=0.2, speed_median_mib=1.0, speed_sigma=0.1,
-                      cached_fraction=0.0, gap_mean=0.0, head_start=0.0, seed=5)
+                      cached_fraction=0.0, gap_mean=0.0, head_start=2.0, seed=5)
 
 
-def active_pulls(results: Results, tmp: Path) -> None:
+def active_pulls(results: Results, tmp: Path, reports: int) -> None:
     agents = PULLS_TARGET // 5
     shape = many_pulls(agents)
-    timing = Timing(warmup=0.0, duration=3.0, drain=120.0)
-    print(f"part 5 - {PULLS_TARGET:,} active pulls: {shape.describe()}; three reports each")
+    timing = Timing(warmup=0.0, duration=reports - 0.5, drain=120.0)
+    print(f"part 5 - {PULLS_TARGET:,} active pulls: {shape.describe()}; {reports} reports each")
     collector = start_collector(tmp, "collector-pulls")
     try:
         time.sleep(1.0)
@@ -89,9 +89,13 @@ def sse(results: Results, agents: int, timing: Timing, tmp: Path,
         extra = ""
         if "sse" in r:
             s = r["sse"]
-            extra = (f"; clients got {s['events'] / timing.duration / SSE_CLIENTS:,.0f} "
-                     f"events/s each ({s['bytes'] / 2**20:,.0f} MiB in all), "
-                     f"{r.get('sse_clients_active') or 0:.0f} still connected at the end")
+            extra = (f"; the clients got {s['events']:,} events ({s['bytes'] / 2**20:,.0f} MiB, "
+                     f"their process used {s['cpu_s']:.1f} CPU s in {s['seconds']:.0f} s), "
+                     f"the collector closed {s['closed_by_server']} streams")
+            if s.get("first_closed_s") is not None:
+                extra += (f" {s['first_closed_s']:.1f}-{s['last_closed_s']:.1f} s after they "
+                          "first connected")
+            extra += f", {r.get('sse_clients_active') or 0:.0f} still connected at the end"
         print(describe(label, r) + extra)
     base = runs["none"]["reports_per_s"]
     for mode, label in (("read", "reading"), ("no-read", "never reading")):
@@ -99,15 +103,16 @@ def sse(results: Results, agents: int, timing: Timing, tmp: Path,
         results.add(Row("5 overload", f"N={agents}: reports/s, {SSE_CLIENTS} SSE clients "
                         f"{label}", r["reports_per_s"], "reports/s", limit=base,
                         limit_name="0 clients",
-                        note=f"p99 {r['latency']['p99'] * 1000:,.0f} ms, "
-                             f"{r.get('sse_clients_active') or 0:.0f} left"))
+                        note=f"p99 {r['latency']['p99'] * 1000:,.0f} ms vs "
+                             f"{runs['none']['latency']['p99'] * 1000:,.0f} ms; "
+                             f"{r['sse']['closed_by_server']} streams closed by the collector"))
     results.details["sse"] = runs
 
 
 def run(results: Results, agents: int, timing: Timing,
-        baseline: dict[str, Any] | None = None) -> None:
+        baseline: dict[str, Any] | None = None, reports: int = 3) -> None:
     with tempfile.TemporaryDirectory(prefix="pulltrace-overload-") as tmp:
-        active_pulls(results, Path(tmp))
+        active_pulls(results, Path(tmp), reports)
         sse(results, agents, timing, Path(tmp), baseline)
 
 

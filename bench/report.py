@@ -76,6 +76,8 @@ class Results:
                 if r.limit_name:
                     limit += f" ({r.limit_name})"
             ratio = "" if r.ratio is None else f"{r.ratio:.2f}"
+            if r.ratio is not None and r.target_max:  # a time or a size: times the limit
+                ratio = f"{r.ratio:,.1f}x"
             lines.append((r.part, r.figure + (f" [{r.note}]" if r.note else ""), value, limit,
                           ratio, r.target_text(), r.verdict))
         widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]

@@ -57,11 +57,10 @@ class Stack:
 
 def parse(lines: Iterable[str]) -> list[Stack]:
     stacks = []
-    for raw in lines:
-        raw = raw.rstrip("\n")
-        if not raw.strip():
+    for line in lines:
+        if not line.strip():
             continue
-        text, _, count = raw.rpartition(" ")
+        text, _, count = line.rstrip("\n").rpartition(" ")
         parts = text.split(";")
         thread = "all"
         if parts and (m := _THREAD.match(parts[0])) is not None:
@@ -206,6 +205,11 @@ def top_inclusive(stacks: list[Stack], n: int = 15,
                     if where in f.file and not f.file.endswith("cli.py")}:
             found[key] += s.count
     return found.most_common(n)
+
+
+def focus(stacks: list[Stack], func: str) -> list[Stack]:
+    """The samples taken inside ``func`` (by its name as py-spy prints it)."""
+    return [s for s in stacks if any(f.func == func for f in s.frames)]
 
 
 def render(stacks: list[Stack], title: str, n: int = 12) -> str:
