@@ -87,6 +87,22 @@ class LayerRun:
         """When it is done, in seconds after its pull started."""
         return self.start if self.cached else self.start + self.size / self.rate
 
+    def render(self, pull_start_ns: int, elapsed: float, text: TimeText) -> str:
+        """Its JSON object ``elapsed`` seconds after its pull started at ``pull_start_ns``."""
+        if self.cached:
+            return self.head + ',"downloadedBytes":0,"state":"cached"}'
+        running = elapsed - self.start
+        if running < 0:
+            return self.head + ',"downloadedBytes":0}'
+        if running * self.rate >= self.size:
+            done = text(pull_start_ns + round(self.end * NS))
+            return (f'{self.head},"downloadedBytes":{self.size},"startedAt":'
+                    f'"{self.started_text}","updatedAt":"{done}","state":"completed"}}')
+        offset = int(running * self.rate) // MIB * MIB  # containerd's 1 MiB steps
+        updated = text(pull_start_ns + round((self.start + offset / self.rate) * NS))
+        return (f'{self.head},"downloadedBytes":{offset},"startedAt":"{self.started_text}",'
+                f'"updatedAt":"{updated}"}}')
+
 
 @dataclass
 class PullRun:
@@ -223,29 +239,15 @@ class Fleet:
                 slot.next_start = pull.end + self.interval + gap
         return shown
 
-    def _layer_json(self, pull: PullRun, layer: LayerRun, elapsed: float) -> str:
-        if layer.cached:
-            return layer.head + ',"downloadedBytes":0,"state":"cached"}'
-        running = elapsed - layer.start
-        if running < 0:
-            return layer.head + ',"downloadedBytes":0}'
-        if running * layer.rate >= layer.size:
-            done = self._time(self.ns(pull.start + layer.end))
-            return (f'{layer.head},"downloadedBytes":{layer.size},"startedAt":'
-                    f'"{layer.started_text}","updatedAt":"{done}","state":"completed"}}')
-        offset = int(running * layer.rate) // MIB * MIB  # containerd's 1 MiB steps
-        updated = self._time(self.ns(pull.start + layer.start + offset / layer.rate))
-        return (f'{layer.head},"downloadedBytes":{offset},"startedAt":"{layer.started_text}",'
-                f'"updatedAt":"{updated}"}}')
-
     def report(self, node: Node, tick: int) -> tuple[str, int]:
         """``node``'s report at ``tick``, and how many layer samples it holds."""
         t = tick * self.interval + node.phase
         parts = []
         count = 0
         for pull in self._pulls_at(node, t):
-            elapsed = t - pull.start
-            layers = ",".join(self._layer_json(pull, layer, elapsed) for layer in pull.layers)
+            elapsed, start_ns = t - pull.start, self.ns(pull.start)
+            layers = ",".join(layer.render(start_ns, elapsed, self._time)
+                              for layer in pull.layers)
             count += len(pull.layers)
             parts.append(f"{pull.head}{layers}]}}")
         body = (f'{{"nodeName":"{node.name}","timestamp":"{self._time(self.ns(t))}",'
@@ -253,6 +255,15 @@ class Fleet:
         return body, count
 
     def tick(self, tick: int, nodes: int | None = None) -> list[tuple[str, int]]:
-        """The reports of the first ``nodes`` nodes (all by default) at ``tick``; ticks must
-        be asked in order."""
+        """The reports of the first ``nodes`` nodes (all by default) at ``tick``, in node
+        order; ticks must be asked in order."""
         return [self.report(node, tick) for node in self.nodes[:nodes]]
+
+    def arrivals(self, tick: int) -> list[tuple[str, int]]:
+        """Every node's report at ``tick`` in the order they are taken (by phase), as a
+        collector receives them."""
+        return [self.report(node, tick) for node in sorted(self.nodes, key=_phase)]
+
+
+def _phase(node: Node) -> float:
+    return node.phase

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import resource
 import sys
@@ -34,6 +35,7 @@ from bench.fleet import Fleet, FleetShape
 from bench.stats import summary
 
 CONNECT_BATCH = 200  # connections opened at once before the run
+BURST_GAP = 0.25  # seconds without an answer that end a burst of them
 
 
 class HttpError(Exception):
@@ -87,8 +89,8 @@ class Results:
     statuses: dict[int, int] = field(default_factory=dict)
     answered_in_window: int = 0  # 200s answered within the window
     samples_in_window: int = 0
-    answers: list[tuple[float, int]] = field(default_factory=list)  # (time, samples) of 200s
-    # answered after the warm-up, drain included
+    # (time, samples) of each 200 answered after the warm-up, drain included
+    answers: list[tuple[float, int]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -202,24 +204,25 @@ class Agent(asyncio.Protocol):
             self.transport.close()
 
 
-def answer_rate(times: list[float]) -> float | None:
-    """The slope of the count of answers over time (least squares).
+def answer_rate(times: list[float], lo: float, hi: float) -> float:
+    """Reports answered per second after the warm-up (``lo``; drain included).
 
     A collector under more load than it can take answers in bursts, a whole group commit
-    at a time, seconds apart; counting the answers inside a window then depends on how
-    many bursts it happens to hold. The slope through every answer after the warm-up
-    (drain included, where the backlog keeps it busy) does not.
+    at a time, seconds apart, and a window holds only a few of them: counting the answers
+    inside it would say more about where the bursts fell than about the collector. So the
+    first burst after ``lo`` (its work began before ``lo``) only starts the clock, and the
+    rate is what came after it. Answers that flow (no gap over ``BURST_GAP``) are counted
+    from the first to the last; a single burst, over the time from ``lo`` to it.
     """
-    n = len(times)
-    if n < 2:
-        return None
-    ordered = sorted(times)
-    mean_t = sum(ordered) / n
-    mean_i = (n - 1) / 2
-    var = sum((t - mean_t) ** 2 for t in ordered)
-    if var == 0:
-        return None
-    return sum((t - mean_t) * (i - mean_i) for i, t in enumerate(ordered)) / var
+    after = sorted(t for t in times if t >= lo)
+    if len(after) < 2:
+        return len(after) / (hi - lo)
+    cut = next((i for i in range(1, len(after)) if after[i] - after[i - 1] > BURST_GAP), None)
+    if cut is not None:
+        return (len(after) - cut) / (after[-1] - after[cut - 1])
+    if after[-1] - after[0] >= (hi - lo) / 2:
+        return (len(after) - 1) / (after[-1] - after[0])
+    return len(after) / (max(after[-1], hi) - lo)
 
 
 def build_requests(url: str, shape: FleetShape, agents: int, interval: float,
@@ -243,6 +246,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     built = time.perf_counter()
     requests, phases = build_requests(args.url, shape, args.agents, args.interval, ticks)
     built = time.perf_counter() - built
+    # A full collection over the prepared requests mid-run would be a pause of the client's
+    # making, showing as the server's latency.
+    gc.freeze()
+    gc.disable()
     parts = urlsplit(args.url)
     loop = asyncio.get_running_loop()
     results = Results()
@@ -283,18 +290,17 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
     sent_per_agent = ticks  # for the record: what the schedule could have sent
     latency = results.latency + results.censored
-    slope = answer_rate([t for t, _ in results.answers])
+    rate = answer_rate([t for t, _ in results.answers], *plan.window)
     per_report = (sum(n for _, n in results.answers) / len(results.answers)
                   if results.answers else 0.0)
-    counted = results.answered_in_window / args.duration
     return {
         "agents": args.agents,
         "interval": args.interval,
         "duration": args.duration,
         "offered_per_s": args.agents / args.interval,
-        "reports_per_s": slope if slope is not None else counted,
-        "samples_per_s": (slope if slope is not None else counted) * per_report,
-        "reports_in_window_per_s": counted,
+        "reports_per_s": rate,
+        "samples_per_s": rate * per_report,
+        "reports_in_window_per_s": results.answered_in_window / args.duration,
         "samples_in_window_per_s": results.samples_in_window / args.duration,
         "latency": summary(latency),
         "service": summary(results.service),

@@ -31,6 +31,7 @@ import duckdb
 import pyarrow as pa
 
 from bench.fleet import Fleet, FleetShape
+from bench.procs import BenchError
 from bench.report import Results, Row
 from collector.engine import Engine
 from collector.model import AgentReport, parse_report
@@ -55,12 +56,14 @@ class Workload:
 
 
 def workload(nodes: int, ticks: int) -> Workload:
+    """The fleet's reports in the order a collector receives them (each report's time is
+    later than the one before, so each moves the engine's clock, as arrivals do live)."""
     fleet = Fleet(rollout(nodes))
     warm: list[str] = []
     bodies: list[str] = []
     layers = 0
     for tick in range(WARM_TICKS + ticks):
-        for body, count in fleet.tick(tick):
+        for body, count in fleet.arrivals(tick):
             if tick < WARM_TICKS:
                 warm.append(body)
             else:
@@ -149,7 +152,8 @@ def ingest_rate(nodes: int, ticks: int) -> float:
     return sum(len(o.samples) for o in outs) / took
 
 
-def bench_engine(work: Workload, results: Results) -> tuple[list[Output], list[Output]]:
+def bench_engine(work: Workload, results: Results,
+                 small: int = SMALL_FLEET) -> tuple[list[Output], list[Output]]:
     n = len(work.bodies)
     t_loads, _ = timed(lambda: _loads(work.bodies))
     t_visit, _ = timed(lambda: _visit(work.bodies))
@@ -166,8 +170,7 @@ def bench_engine(work: Workload, results: Results) -> tuple[list[Output], list[O
           f"loads+visit {n / t_visit:,.0f}/s")
     both = t_parse + t_ingest
     # A sample costs the same whatever the fleet's size, ideally: a small fleet is the limit.
-    small = SMALL_FLEET
-    small_rate = ingest_rate(small, max(3, 5_000 // small))
+    small_rate = ingest_rate(small, max(3, n // small))  # as many reports
     print(f"  Engine.ingest with a {small}-node fleet: {small_rate:,.0f} samples/s")
     results.add(Row("1 engine", f"Engine.ingest, {work.shape.nodes:,}-node fleet",
                     samples / t_ingest, "samples/s", limit=small_rate,
@@ -209,6 +212,11 @@ def bench_store(work: Workload, warm_outs: list[Output], outs: list[Output], t_i
                 append_only(bare.con, t, upsert, spent[upsert]) for t in tables])
     pipeline = t_ingest + t_batch + t_write
     duck = t_write - t_arrow
+    store_rows, limit_rows = (_append_only_rows(tmp / f"store-{batch_size}.duckdb"),
+                              _append_only_rows(tmp / f"limit-{batch_size}-False.duckdb"))
+    if store_rows != limit_rows:
+        raise BenchError(f"the limit wrote other rows than the store: {limit_rows} against "
+                         f"{store_rows}")
     print(f"  batches of {batch_size} reports ({len(batches)} transactions): ingest "
           f"{t_ingest:.2f}s, Batch.of {t_batch:.2f}s, Store.write {t_write:.2f}s (Arrow "
           f"conversion {t_arrow:.2f}s, DuckDB {duck:.2f}s); limit: append {limits[False]:.2f}s,"
@@ -228,14 +236,23 @@ def bench_store(work: Workload, warm_outs: list[Output], outs: list[Output], t_i
         "samples": samples, "batches": len(batches), "ingest_s": t_ingest,
         "batch_of_s": t_batch, "write_s": t_write, "arrow_s": t_arrow,
         "limit_append_s": limits[False], "limit_upsert_s": limits[True],
-        "limit_by_table_s": spent[False], "limit_upsert_by_table_s": spent[True]}
+        "limit_by_table_s": spent[False], "limit_upsert_by_table_s": spent[True],
+        "store_rows": store_rows, "limit_rows": limit_rows}
 
 
-def run(results: Results, nodes: int, ticks: int, batch_sizes: tuple[int, ...]) -> None:
+def _append_only_rows(db: Path) -> dict[str, int]:
+    """Rows of the tables every batch appends to (pulls and layers are upserted)."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
+                for t in ("reports", "samples", "pull_progress", "events")}
+
+
+def run(results: Results, nodes: int, ticks: int, batch_sizes: tuple[int, ...],
+        small_fleet: int = SMALL_FLEET) -> None:
     work = workload(nodes, ticks)
     print(f"part 1 - engine alone: {work.shape.describe()}; {ticks} s timed after "
           f"{WARM_TICKS} s untimed")
-    warm_outs, outs = bench_engine(work, results)
+    warm_outs, outs = bench_engine(work, results, small_fleet)
     print("part 2 - engine + store (DuckDB file, group commit)")
     t_ingest = results.details["engine"]["ingest_s"]
     with tempfile.TemporaryDirectory(prefix="pulltrace-bench-") as tmp:

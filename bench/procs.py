@@ -145,20 +145,21 @@ def run_load(server: Server, load: Load) -> dict[str, Any]:
            "--warmup", str(load.warmup), "--duration", str(load.duration),
            "--drain", str(load.drain), "--min-gap", str(load.min_gap),
            "--shape", json.dumps(shape)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    if not first:
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        if not first:
+            proc.wait()
+            raise BenchError(f"the load generator exited with {proc.returncode} before "
+                             "starting")
+        start = json.loads(first)["start"]
+        lo, hi = start + load.warmup, start + load.warmup + load.duration
+        time.sleep(max(0.0, lo - time.monotonic()))
+        cpu0, counters0 = server.cpu(), server.metrics()
+        time.sleep(max(0.0, hi - time.monotonic()))
+        cpu1, mem, counters1 = server.cpu(), server.memory(), server.metrics()
+        rest = proc.stdout.read()
         proc.wait()
-        raise BenchError(f"the load generator exited with {proc.returncode} before starting")
-    start = json.loads(first)["start"]
-    lo, hi = start + load.warmup, start + load.warmup + load.duration
-    time.sleep(max(0.0, lo - time.monotonic()))
-    cpu0, counters0 = server.cpu(), server.metrics()
-    time.sleep(max(0.0, hi - time.monotonic()))
-    cpu1, mem, counters1 = server.cpu(), server.memory(), server.metrics()
-    rest = proc.stdout.read()
-    proc.wait()
     if proc.returncode != 0 or not rest.strip():
         raise BenchError(f"the load generator failed (exit {proc.returncode})")
     result: dict[str, Any] = json.loads(rest.splitlines()[-1])
