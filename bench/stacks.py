@@ -13,6 +13,7 @@ Three views:
 
 from __future__ import annotations
 
+import functools
 import linecache
 import re
 from collections import Counter
@@ -38,11 +39,10 @@ class Frame:
         return cls(m["func"], m["file"], int(m["line"]))
 
     @property
-    def source(self) -> str:
-        """The text of its line, when the file is at hand (for a DuckDB statement's kind)."""
-        if not self.file.startswith("/"):
-            return ""
-        return linecache.getline(self.file, self.line).strip()
+    def statement(self) -> str:
+        """The text of the statement its line belongs to, when the file is at hand: a call
+        over several lines is sampled at its last one, and its first names the call."""
+        return _statement(self.file, self.line)
 
     def label(self) -> str:
         return f"{self.func} ({Path(self.file).name}:{self.line})" if self.file else self.func
@@ -53,6 +53,20 @@ class Stack:
     thread: str
     frames: tuple[Frame, ...]  # root first
     count: int
+
+
+@functools.cache
+def _statement(file: str, line: int) -> str:
+    if not file.startswith("/"):
+        return ""
+    text = [linecache.getline(file, line).strip()]
+    # Up to three lines back, while the previous line leaves a bracket open.
+    for back in range(1, 4):
+        above = linecache.getline(file, line - back).strip()
+        if above.count("(") <= above.count(")"):
+            break
+        text.insert(0, above)
+    return " ".join(text)
 
 
 def parse(lines: Iterable[str]) -> list[Stack]:
@@ -86,9 +100,9 @@ def _func(path: str, *names: str) -> Callable[[Frame], bool]:
     return lambda f: f.file.endswith(path) and f.func in names
 
 
-def _sql(*words: str) -> Callable[[Frame], bool]:
+def _store(*words: str) -> Callable[[Frame], bool]:
     return lambda f: f.file.endswith("collector/store.py") and any(
-        w in f.source for w in words)
+        w in f.statement for w in words)
 
 
 # Innermost match wins; order decides between rules that match the same frame.
@@ -103,13 +117,14 @@ KINDS: list[Rule] = [
         "decode_report", "parse_report", "_pull.<locals>.<genexpr>",
         "decode_report.<locals>.<genexpr>")),
     ("to_json of reports/events (model)", _func("collector/model.py", "to_json", "dumps")),
-    ("DuckDB COMMIT", _sql('"COMMIT"')),
-    ("DuckDB BEGIN", _sql('"BEGIN')),
-    ("DuckDB DELETE (upserts)", _sql("DELETE")),
-    ("DuckDB INSERT (appends)", _sql("INSERT INTO {name}")),
-    ("DuckDB register/unregister", _sql("register(")),
+    ("DuckDB COMMIT", _store('"COMMIT"')),
+    ("DuckDB BEGIN", _store('"BEGIN')),
+    ("DuckDB DELETE (upserts)", _store("DELETE")),
+    ("DuckDB INSERT (appends)", _store("INSERT INTO {name}")),
+    ("DuckDB register/unregister", _store("register(")),
     ("Arrow conversion (to_arrow, pa.table)", lambda f: "pyarrow" in f.file or (
-        f.file.endswith("collector/store.py") and f.func in ("to_arrow", "Store.write"))),
+        f.file.endswith("collector/store.py") and (
+            f.func.startswith("to_arrow") or "pa." in f.statement))),
     ("rate windows (rates.py)", _in("collector/rates.py")),
     ("pull/layer views and rows (tracking.py)", _in("collector/tracking.py")),
     ("engine bookkeeping (engine.py)", _in("collector/engine.py")),
