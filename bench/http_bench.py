@@ -5,9 +5,11 @@
 For each N: a fresh ``python -m collector.cli collect`` on a DuckDB file in a temporary
 folder, and the load generator (:mod:`bench.loadgen`, a process of its own) playing N agents
 of a rollout fleet; then the same load against the limit, :mod:`bench.null_server` (the same
-aiohttp stack answering 200 at once). Reports/s and samples/s answered within the window,
-latency of a report from the moment it was due (p50 / p99 / max), the CPU both sides used,
-and the collector's resident memory at the end of the window.
+aiohttp stack answering 200 at once). Reports/s and samples/s answered over the run (from
+the first report sent to the last answer: a collector that falls behind answers a whole
+group commit at a time), the latency of the reports due in the measured window from the
+moment each was due (p50 / p99 / max), the CPU both sides used in the window, and the
+collector's resident memory at its end.
 """
 
 from __future__ import annotations

@@ -16,7 +16,10 @@ How it stays out of the way and keeps latency honest:
   rule); a report due while the previous one is unanswered goes out as soon as it is
   answered, and one still unsent when the run ends counts with the time it had waited;
 - the client measures itself: its CPU time over the window, and how late it sent the
-  reports it was free to send (``send_lag``).
+  reports it was free to send (``send_lag``);
+- reports/s is every answer over the run, from the first report sent to the last answer
+  (see :func:`answer_rate`); latency covers the reports due in the window after the
+  warm-up, including those answered during the drain.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from bench.fleet import Fleet, FleetShape
 from bench.stats import summary
 
 CONNECT_BATCH = 200  # connections opened at once before the run
-BURST_GAP = 0.25  # seconds without an answer that end a burst of them
 
 
 class HttpError(Exception):
@@ -89,8 +91,9 @@ class Results:
     statuses: dict[int, int] = field(default_factory=dict)
     answered_in_window: int = 0  # 200s answered within the window
     samples_in_window: int = 0
-    # (time, samples) of each 200 answered after the warm-up, drain included
+    # (time, samples) of every 200, warm-up and drain included
     answers: list[tuple[float, int]] = field(default_factory=list)
+    first_send: float | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -143,6 +146,8 @@ class Agent(asyncio.Protocol):
         if timer is not None and timer >= self.plan.window[0]:
             self.results.send_lag.append(now - timer)
         self.sent_at = self.last_send = now
+        if self.results.first_send is None:
+            self.results.first_send = now
         self.transport.write(self.requests[self.slot][0])
 
     def data_received(self, data: bytes) -> None:
@@ -168,9 +173,9 @@ class Agent(asyncio.Protocol):
             res.latency.append(now - due)
             if self.sent_at is not None:
                 res.service.append(now - self.sent_at)
-        if status == 200 and lo <= now:
+        if status == 200:
             res.answers.append((now, self.requests[self.slot][1]))
-            if now <= hi:
+            if lo <= now <= hi:
                 res.answered_in_window += 1
                 res.samples_in_window += self.requests[self.slot][1]
         self.sent_at = None
@@ -204,25 +209,20 @@ class Agent(asyncio.Protocol):
             self.transport.close()
 
 
-def answer_rate(times: list[float], lo: float, hi: float) -> float:
-    """Reports answered per second after the warm-up (``lo``; drain included).
+def answer_rate(answers: list[float], first_send: float | None) -> float:
+    """Reports answered per second over the whole run: from the first report sent to the
+    last answer.
 
-    A collector under more load than it can take answers in bursts, a whole group commit
-    at a time, seconds apart, and a window holds only a few of them: counting the answers
-    inside it would say more about where the bursts fell than about the collector. So the
-    first burst after ``lo`` (its work began before ``lo``) only starts the clock, and the
-    rate is what came after it. Answers that flow (no gap over ``BURST_GAP``) are counted
-    from the first to the last; a single burst, over the time from ``lo`` to it.
+    A collector that falls behind answers in bursts, a whole group commit at a time,
+    seconds apart; the count inside a measuring window would depend on how many bursts
+    fell in it. Over the whole run it is every answer over the time it took: while the
+    collector keeps up, that is the offered rate; while it cannot, it was busy all along,
+    and that is what it managed.
     """
-    after = sorted(t for t in times if t >= lo)
-    if len(after) < 2:
-        return len(after) / (hi - lo)
-    cut = next((i for i in range(1, len(after)) if after[i] - after[i - 1] > BURST_GAP), None)
-    if cut is not None:
-        return (len(after) - cut) / (after[-1] - after[cut - 1])
-    if after[-1] - after[0] >= (hi - lo) / 2:
-        return (len(after) - 1) / (after[-1] - after[0])
-    return len(after) / (max(after[-1], hi) - lo)
+    if not answers or first_send is None:
+        return 0.0
+    last = max(answers)
+    return len(answers) / (last - first_send) if last > first_send else 0.0
 
 
 def build_requests(url: str, shape: FleetShape, agents: int, interval: float,
@@ -290,7 +290,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
     sent_per_agent = ticks  # for the record: what the schedule could have sent
     latency = results.latency + results.censored
-    rate = answer_rate([t for t, _ in results.answers], *plan.window)
+    rate = answer_rate([t for t, _ in results.answers], results.first_send)
     per_report = (sum(n for _, n in results.answers) / len(results.answers)
                   if results.answers else 0.0)
     return {
