@@ -38,16 +38,16 @@ class Plan:
     timing: http_bench.Timing
     soak_nodes: int  # part 4b
     soak_commit_every: int
-    sse_agents: int  # part 5
+    sse_agents: tuple[int, ...]  # part 5
     pull_reports: int  # reports of each agent at 10,000 active pulls
 
 
 FULL = Plan(nodes=2000, ticks=5, batches=(100, 1000), levels=(200, 1000, 2000, 4000),
             timing=http_bench.Timing(warmup=3.0, duration=10.0, drain=10.0),
-            soak_nodes=60, soak_commit_every=5, sse_agents=2000, pull_reports=3)
+            soak_nodes=60, soak_commit_every=5, sse_agents=(200, 2000), pull_reports=3)
 QUICK = Plan(nodes=500, ticks=3, batches=(100,), levels=(200, 2000),
-             timing=http_bench.Timing(warmup=2.0, duration=4.0, drain=4.0),
-             soak_nodes=10, soak_commit_every=10, sse_agents=200, pull_reports=2)
+             timing=http_bench.Timing(warmup=2.0, duration=4.0, drain=3.0),
+             soak_nodes=8, soak_commit_every=15, sse_agents=(200,), pull_reports=2)
 PARTS = ("pipeline", "http", "soak", "overload")
 
 
@@ -83,8 +83,8 @@ def main() -> None:
 
     step("pipeline", lambda: pipeline.run(results, plan.nodes, plan.ticks, plan.batches))
     step("http", lambda: http_found.update(http_bench.run(results, plan.levels, plan.timing)))
-    step("overload", lambda: overload.run(results, plan.sse_agents, plan.timing,
-                                          http_found.get(plan.sse_agents), plan.pull_reports))
+    step("overload", lambda: overload.run(results, plan.sse_agents, plan.timing, http_found,
+                                          plan.pull_reports))
     step("soak", lambda: soak.run_isolated(results, plan.soak_nodes, 60, 600,
                                            plan.soak_commit_every))
     m["seconds_by_part"] = spent

@@ -5,9 +5,10 @@
 - Memory at 10,000 active pulls: 2,000 agents each running five slow pulls of five blobs
   report three times; once every report is answered, the collector's resident memory (and
   its ``pulltrace_pulls_active``) is read, next to its memory before the first report.
-- Ingest with event-stream clients: the rollout load of part 3 at N agents, with 0 clients
-  on ``/api/v1/events``, with 200 that read everything, and with 200 that never read (the
-  collector should drop those rather than slow down).
+- Ingest with event-stream clients: the rollout load of part 3 at N agents (200, which the
+  collector keeps up with, and 2,000), with 0 clients on ``/api/v1/events``, with 200 that
+  read everything (and reconnect when dropped, as browsers do), and with 200 that never
+  read (the collector should drop those rather than slow down).
 """
 
 from __future__ import annotations
@@ -106,26 +107,29 @@ def sse(results: Results, agents: int, timing: Timing, tmp: Path,
                         note=f"p99 {r['latency']['p99'] * 1000:,.0f} ms vs "
                              f"{runs['none']['latency']['p99'] * 1000:,.0f} ms; "
                              f"{r['sse']['closed_by_server']} streams closed by the collector"))
-    results.details["sse"] = runs
+    results.details[f"sse_{agents}"] = runs
 
 
-def run(results: Results, agents: int, timing: Timing,
-        baseline: dict[str, Any] | None = None, reports: int = 3) -> None:
+def run(results: Results, levels: tuple[int, ...], timing: Timing,
+        baselines: dict[int, dict[str, Any]] | None = None, reports: int = 3) -> None:
+    """``baselines``: part 3's runs, by N (the runs with no clients, not made again)."""
     with tempfile.TemporaryDirectory(prefix="pulltrace-overload-") as tmp:
         active_pulls(results, Path(tmp), reports)
-        sse(results, agents, timing, Path(tmp), baseline)
+        for agents in levels:
+            sse(results, agents, timing, Path(tmp), (baselines or {}).get(agents))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--agents", type=int, default=2000)
+    parser.add_argument("--agents", type=int, action="append")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--drain", type=float, default=10.0)
     args = parser.parse_args()
     results = Results()
-    run(results, args.agents, Timing(args.warmup, args.duration, args.drain))
+    run(results, tuple(args.agents or [200, 2000]),
+        Timing(args.warmup, args.duration, args.drain))
     print(results.table())
 
 
