@@ -28,16 +28,38 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import resource
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from bench.fleet import Fleet, FleetShape
-from bench.stats import summary
 
 CONNECT_BATCH = 200  # connections opened at once before the run
+
+
+def percentile(ordered: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of sorted values (``q`` in 0..100): the smallest value with
+    at least ``q`` percent of the values at or below it."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summary(values: Sequence[float]) -> dict[str, float | int | None]:
+    ordered = sorted(values)
+    return {
+        "n": len(ordered),
+        "p50": percentile(ordered, 50),
+        "p90": percentile(ordered, 90),
+        "p99": percentile(ordered, 99),
+        "max": ordered[-1] if ordered else None,
+        "mean": sum(ordered) / len(ordered) if ordered else None,
+    }
 
 
 class HttpError(Exception):

@@ -8,9 +8,8 @@ import duckdb
 import pytest
 
 from bench.fleet import FleetShape
-from bench.loadgen import HttpError, answer_rate, parse_response
+from bench.loadgen import HttpError, answer_rate, parse_response, percentile, summary
 from bench.procs import Load, run_load, start_collector, start_null_server
-from bench.stats import percentile, summary
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nServer: x\r\n\r\n"
 TOO_MANY = b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 5\r\n\r\nslow\n"
