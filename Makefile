@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck unit regen clean
+.PHONY: install demo test lint typecheck unit regen clean bench bench-quick profile
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,18 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(PY) -m pytest
+
+# Collector benchmarks, each figure beside a limit measured in the same run (~8 min;
+# bench-quick: ~2 min). Not tests: they print figures and never fail on time.
+bench: $(STAMP)
+	$(PY) -m bench
+
+bench-quick: $(STAMP)
+	$(PY) -m bench --quick
+
+# Where the collector's time goes (py-spy on the HTTP path and the engine + store path).
+profile: $(STAMP)
+	$(PY) -m bench.profile
 
 # Regenerate the containerd gRPC stubs from collector/sources/proto.
 regen: $(STAMP)

@@ -1,0 +1,1 @@
+"""Collector benchmarks: ``python -m bench`` (see bench/__main__.py)."""
