@@ -14,7 +14,7 @@ import signal
 
 from aiohttp import web
 
-from collector.api import MAX_BODY
+from collector.limits import Limits
 from collector.server import parse_addr
 
 
@@ -23,7 +23,7 @@ async def serve(listen: tuple[str, int]) -> None:
         await request.read()
         return web.Response(status=200)
 
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=Limits().max_body)
     app.router.add_post("/api/v1/report", report)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

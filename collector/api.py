@@ -148,10 +148,11 @@ def build_app(collector: Collector, token: str | None = None,
             await resp.prepare(request)
             await resp.write(b": connected\n\n")
             while True:
-                event = await sub.queue.get()
-                if event is None or sub.dropped:
+                chunks = await sub.next()
+                if chunks is None:
                     break
-                await resp.write(event)
+                for chunk in chunks:
+                    await resp.write(chunk)
         except (ConnectionResetError, ConnectionError):
             pass
         finally:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from collector.store import Store
 log = logging.getLogger("pulltrace.collector")
 
 Clock = Callable[[], int]
-SSE_QUEUE = 1024  # events a client may lag behind before it is dropped
+SSE_BACKLOG = 8 << 20  # bytes of events a client may lag behind before it is dropped
 
 
 def wall_clock() -> int:
@@ -78,28 +79,52 @@ class Recorder:
 
 
 class Subscription:
-    """One SSE client: a bounded queue; overflowing it ends the subscription."""
+    """One SSE client: the encoded events not yet sent, as chunks shared by every client
+    (one per commit). A client that lets more than ``SSE_BACKLOG`` bytes pile up is
+    dropped."""
 
-    def __init__(self) -> None:
-        # Each event as the bytes of its server-sent event, encoded once for every client.
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(SSE_QUEUE)
+    def __init__(self, max_pending: int | None = None) -> None:
+        self.max_pending = SSE_BACKLOG if max_pending is None else max_pending
+        self.chunks: deque[bytes] = deque()
+        self.pending = 0
         self.dropped = False
+        self._ready = asyncio.Event()
         # Closes the client's connection: its handler may be stuck writing to a client that
-        # does not read, and must not keep the socket and the queue.
+        # does not read, and must not keep the socket and the chunks.
         self.on_drop: Callable[[], None] | None = None
 
-    def push(self, event: bytes) -> bool:
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+    def push(self, chunk: bytes) -> bool:
+        if self.dropped:
+            return False
+        # A client that has sent everything takes the next commit whatever its size: only
+        # falling behind gets a client dropped.
+        if self.pending and self.pending + len(chunk) > self.max_pending:
             self.drop()
             return False
+        self.chunks.append(chunk)
+        self.pending += len(chunk)
+        self._ready.set()
         return True
+
+    async def next(self) -> list[bytes] | None:
+        """Every chunk queued (not copied: they are shared); None once dropped."""
+        while not self.chunks:
+            if self.dropped:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        if self.dropped:
+            return None
+        chunks = list(self.chunks)
+        self.chunks.clear()
+        self.pending = 0
+        return chunks
 
     def drop(self) -> None:
         self.dropped = True
-        if not self.queue.full():
-            self.queue.put_nowait(None)
+        self.chunks.clear()
+        self.pending = 0
+        self._ready.set()
         if self.on_drop is not None:
             self.on_drop()
 
@@ -296,11 +321,14 @@ class Collector:
             self.recorder.write(attempt.batch.report_lines)
 
     def _resolve(self, batch: list[_Item]) -> None:
+        events: list[PullEvent | SourceEvent] = []
         for item in batch:
             self.metrics.observe(item.out)
-            self._publish([*item.out.source_events, *item.out.events])
+            events += item.out.source_events
+            events += item.out.events
             if item.future is not None and not item.future.done():
                 item.future.set_result(None)
+        self._publish(events)  # one chunk for the whole commit
         self._refresh_gauges()
 
     async def _tick_loop(self) -> None:
@@ -349,13 +377,11 @@ class Collector:
     def _publish(self, events: list[PullEvent | SourceEvent]) -> None:
         if not self._subscribers or not events:
             return
-        encoded = [f"data: {json.dumps(e.to_json(), separators=(',', ':'))}\n\n".encode()
-                   for e in events]
+        chunk = "".join(f"data: {json.dumps(e.to_json(), separators=(',', ':'))}\n\n"
+                        for e in events).encode()
         for sub in list(self._subscribers):
-            for event in encoded:
-                if not sub.push(event):
-                    # A slow client is dropped, never waited for.
-                    self.metrics.sse_rejected.labels("slow").inc()
-                    self._subscribers.discard(sub)
-                    self.metrics.sse_clients.set(len(self._subscribers))
-                    break
+            if not sub.push(chunk):
+                # A slow client is dropped, never waited for.
+                self.metrics.sse_rejected.labels("slow").inc()
+                self._subscribers.discard(sub)
+                self.metrics.sse_clients.set(len(self._subscribers))

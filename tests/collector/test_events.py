@@ -12,7 +12,6 @@ import pytest
 
 from collector.limits import Limits
 from collector.model import EventType, LayerPhase, PullEvent
-from collector.service import SSE_QUEUE
 from tests.collector.reports import digest, layer, pull, report
 from tests.collector.server import RunningCollector, SteppingClock
 
@@ -80,22 +79,36 @@ def test_at_most_256_clients_and_the_next_gets_503(server):
     assert gauge == MAX_SSE_CLIENTS
 
 
-def test_a_client_that_falls_behind_is_dropped_and_ingest_goes_on(server, clock):
+def test_a_client_that_falls_behind_is_dropped_and_ingest_goes_on(server, clock, monkeypatch):
     collector = server.collector
+    monkeypatch.setattr("collector.service.SSE_BACKLOG", 10_000)
 
-    async def subscribe_and_flood() -> tuple[bool, bool, int]:
+    async def subscribe_and_flood() -> tuple[int, bool, bool, int]:
         sub = collector.subscribe()
         assert sub is not None
-        # one event more than the client's queue holds, without the client reading
         status = collector.engine.pulls()[0]
         event = PullEvent(0, EventType.PULL_PROGRESS, "n1", status)
-        collector._publish([event] * (SSE_QUEUE + 1))
-        return sub.dropped, sub in collector._subscribers, sub.queue.qsize()
+        size = len(f"data: {json.dumps(event.to_json(), separators=(',', ':'))}\n\n")
+        fits = 10_000 // size  # events that fit in the client's backlog
+        collector._publish([event] * fits)  # one commit's chunk: kept whole
+        kept = sub.pending == fits * size
+        collector._publish([event])  # one more, without the client reading
+        dropped = sub.dropped and sub not in collector._subscribers
+        # a client that has read everything takes a commit larger than the backlog
+        fresh = collector.subscribe()
+        assert fresh is not None
+        collector._publish([event] * (fits + 1))
+        big = not fresh.dropped and fresh.pending == (fits + 1) * size
+        collector.unsubscribe(fresh)
+        return fits, kept and big, dropped, sub.pending
 
     rep = report("n1", 0, pull("img:1", 0, layer(A, 0, 1000)))
     assert httpx.post(server.url + "/api/v1/report", content=rep.dumps()).status_code == 200
-    dropped, still_subscribed, queued = server.call(subscribe_and_flood())
-    assert (dropped, still_subscribed, queued) == (True, False, SSE_QUEUE)
+    fits, kept, dropped, pending = server.call(subscribe_and_flood())
+    assert fits >= 1
+    assert kept
+    assert dropped
+    assert pending == 0  # what it had not read is let go
     clock.advance(1)
     rep = report("n1", 1, pull("img:1", 0, layer(A, 500, 1000)))
     assert httpx.post(server.url + "/api/v1/report", content=rep.dumps()).status_code == 200
@@ -104,7 +117,7 @@ def test_a_client_that_falls_behind_is_dropped_and_ingest_goes_on(server, clock)
 
 
 def test_a_client_that_never_reads_is_disconnected(tmp_path, monkeypatch):
-    monkeypatch.setattr("collector.service.SSE_QUEUE", 16)
+    monkeypatch.setattr("collector.service.SSE_BACKLOG", 64_000)
     idle = [layer(digest(100 + i), 0, 10**7) for i in range(100)]  # big events: ~20 kB each
     with RunningCollector(tmp_path / "stuck.duckdb", gate_clock=SteppingClock()) as live:
         host, port = live.server.http_addr

@@ -502,9 +502,7 @@ def test_a_gap_is_an_event_in_the_store_and_the_stream_and_a_metric(fake, tmp_pa
             with pytest.raises(asyncio.CancelledError):
                 await task
             types = []
-            while not sub.queue.empty():
-                event = sub.queue.get_nowait()
-                assert event is not None
+            for event in b"".join(sub.chunks).split(b"\n\n")[:-1]:
                 kind = json.loads(event.removeprefix(b"data: "))["type"]
                 if kind.startswith("source."):
                     types.append(kind)
