@@ -8,6 +8,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -26,7 +27,7 @@ from collector.sources.containerd import DEFAULT_NAMESPACE, DEFAULT_SOCKET, Cont
 from collector.sources.poller import DEFAULT_INTERVAL, ContainerdPoller, feed_collector
 from collector.sources.recording import read_recording
 from collector.sources.socket_path import ALLOWED_DIRS_ENV, allowed_dirs, containerd_socket
-from collector.store import Store
+from collector.store import DEFAULT_MEMORY_LIMIT, Store
 from collector.timefmt import NS, parse_duration
 
 log = logging.getLogger("pulltrace")
@@ -79,6 +80,19 @@ def _count(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return int(text)
+
+
+def _memory(text: str) -> str:
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", text.strip(),
+                        re.IGNORECASE):
+        raise argparse.ArgumentTypeError(f"expected a size such as 256MB or 1GiB, got {text!r}")
+    return text.strip()
+
+
+def _db_memory_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db-memory-limit", type=_memory, default=DEFAULT_MEMORY_LIMIT,
+                   metavar="SIZE", help="DuckDB's cache for the database (default "
+                                        f"{DEFAULT_MEMORY_LIMIT}; it spills to disk beyond)")
 
 
 def _db_path(text: str) -> str:
@@ -154,6 +168,7 @@ def _engine(args: argparse.Namespace) -> Engine:
 def _serve_flags(p: argparse.ArgumentParser, db_default: str) -> None:
     p.add_argument("--db", default=db_default, type=_db_path,
                    help=f"DuckDB file to record into (default {db_default})")
+    _db_memory_flag(p)
     p.add_argument("--listen", default=_env("PULLTRACE_HTTP_ADDR", "127.0.0.1:8080"),
                    help="HOST:PORT of the API (PULLTRACE_HTTP_ADDR, default 127.0.0.1:8080)")
     p.add_argument("--metrics-listen", default=_env("PULLTRACE_METRICS_ADDR", "127.0.0.1:9090"),
@@ -223,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("file", help="JSONL recording")
     replay.add_argument("--db", required=True, type=_db_path,
                         help="DuckDB file to write (a new one, or --append)")
+    _db_memory_flag(replay)
     replay.add_argument("--append", action="store_true",
                         help="add to a database that already holds reports")
     replay.add_argument("--speed", type=_positive, default=None,
@@ -258,7 +274,7 @@ async def _collect(args: argparse.Namespace, record: str | None) -> None:
     try:
         if poller is not None:
             await asyncio.to_thread(poller.check)
-        store = Store(args.db)
+        store = Store(args.db, memory_limit=args.db_memory_limit)
         try:
             recorder = Recorder(record) if record else None
         except PulltraceError:
@@ -305,7 +321,7 @@ async def _agent(args: argparse.Namespace) -> None:
 
 def _replay(args: argparse.Namespace) -> None:
     engine = _engine(args)
-    with Store(args.db) as store:
+    with Store(args.db, memory_limit=args.db_memory_limit) as store:
         if (held := store.count("reports")) and not args.append:
             raise ConfigError(f"{args.db} already holds {held} reports; replay into a new "
                               "file, or pass --append to add to it")

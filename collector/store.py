@@ -42,6 +42,7 @@ from collector.records import Batch, EventRow, LayerRow, Output, Progress, PullR
 log = logging.getLogger("pulltrace.store")
 
 SCHEMA_VERSION = 1
+DEFAULT_MEMORY_LIMIT = "256MB"  # DuckDB's cache for a writer; it spills to disk beyond
 _TIME_FIELDS = {"ts", "updated_at", "started_at", "completed_at", "first_seen", "last_seen",
                 "first_byte_at"}
 
@@ -108,9 +109,11 @@ def to_arrow(rows: Sequence[Any], row_type: type) -> pa.Table:
 class Store:
     """A DuckDB file (or ``:memory:``) holding everything the collector saw."""
 
-    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False,
+                 memory_limit: str = DEFAULT_MEMORY_LIMIT) -> None:
         self.path = str(path)
         self.read_only = read_only
+        self.memory_limit = memory_limit
         # Bumped whenever the connection is dropped: cursors made from it are closed with
         # it (see :meth:`cursor`).
         self.generation = 0
@@ -145,7 +148,10 @@ class Store:
 
     def _connect(self, *, create: bool) -> duckdb.DuckDBPyConnection:
         try:
-            con = duckdb.connect(self.path, read_only=self.read_only)
+            # DuckDB's cache otherwise grows with the file, up to 80% of the machine's memory.
+            config: dict[str, str | bool | int | float | list[str]] = (
+                {} if self.read_only else {"memory_limit": self.memory_limit})
+            con = duckdb.connect(self.path, read_only=self.read_only, config=config)
         except duckdb.Error as exc:
             raise StoreError(_open_problem(self.path, exc, self.read_only)) from exc
         if self.read_only:

@@ -163,3 +163,19 @@ def test_nodes_silent_past_the_stale_time_with_nothing_in_progress_are_forgotten
     engine.ingest(report("ghost-3", 662, pull("b:1", 662, layer(digest(2), 0, MB))))
     assert engine.node_count() == 2
     assert engine.active_count() == 2
+
+
+def test_the_database_cache_is_capped_by_the_flag(tmp_path):
+    args = build_parser().parse_args(["collect", "--db-memory-limit", "64MB"])
+    assert args.db_memory_limit == "64MB"
+    with Store(tmp_path / "m.duckdb", memory_limit=args.db_memory_limit) as store:
+        (limit,) = store.one("SELECT current_setting('memory_limit')")
+    assert limit == "61.0 MiB"  # 64 * 10**6 bytes, as DuckDB shows it
+
+
+@pytest.mark.parametrize("value", ["lots", "64", "1.5.GB", "1 PB"])
+def test_a_database_cache_size_must_be_a_size(value, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["replay", "x.jsonl", "--db", "x.duckdb",
+                                   "--db-memory-limit", value])
+    assert f"expected a size such as 256MB or 1GiB, got {value!r}" in capsys.readouterr().err
