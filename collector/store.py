@@ -148,15 +148,14 @@ class Store:
 
     def _connect(self, *, create: bool) -> duckdb.DuckDBPyConnection:
         try:
-            # DuckDB's cache otherwise grows with the file, up to 80% of the machine's memory.
-            config: dict[str, str | bool | int | float | list[str]] = (
-                {} if self.read_only else {"memory_limit": self.memory_limit})
-            con = duckdb.connect(self.path, read_only=self.read_only, config=config)
+            con = duckdb.connect(self.path, read_only=self.read_only)
         except duckdb.Error as exc:
             raise StoreError(_open_problem(self.path, exc, self.read_only)) from exc
         if self.read_only:
             return con
         try:
+            # DuckDB's cache otherwise grows with the file, up to 80% of the memory.
+            con.execute(f"SET memory_limit = '{self.memory_limit}'")
             if create:
                 con.execute(_DDL)
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
