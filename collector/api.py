@@ -25,6 +25,7 @@ from collector.service import Collector
 log = logging.getLogger("pulltrace.api")
 
 RETRY_AFTER = "5"  # seconds, on a 503 for the active-pull cap
+SSE_SLICE = 64 << 10  # bytes written to an event-stream client at a time
 COMMIT_WAIT = 30.0  # seconds a report waits for its commit before the answer is 503
 COLLECTOR_KEY = web.AppKey("collector", Collector)
 
@@ -143,7 +144,9 @@ def build_app(collector: Collector, token: str | None = None,
                                            "X-Accel-Buffering": "no"})
         transport = request.transport
         if transport is not None:
-            sub.on_drop = transport.close
+            # abort, not close: close would keep what is buffered for a client that does
+            # not read until it reads
+            sub.on_drop = transport.abort
         try:
             await resp.prepare(request)
             await resp.write(b": connected\n\n")
@@ -152,7 +155,11 @@ def build_app(collector: Collector, token: str | None = None,
                 if chunks is None:
                     break
                 for chunk in chunks:
-                    await resp.write(chunk)
+                    # In slices: what a slow client has not taken is copied into its socket's
+                    # buffer, so a whole commit would be copied once per client.
+                    view = memoryview(chunk)
+                    for start in range(0, len(view), SSE_SLICE):
+                        await resp.write(view[start:start + SSE_SLICE])
         except (ConnectionResetError, ConnectionError):
             pass
         finally:
