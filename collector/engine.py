@@ -80,6 +80,7 @@ class Engine:
         self._due_at: dict[str, int] = {}
         self._due_seq = 0
         self._active: dict[str, dict[PullKey, Pull]] = {}
+        self._active_total = 0  # pulls in ``_active``, kept as they come and go
         self._finished: dict[PullKey, int] = {}
         self._expiry: list[tuple[int, int, str]] = []  # (at, 0=pull id / 1=key index, ref)
         self._expiry_keys: dict[str, PullKey] = {}
@@ -115,7 +116,7 @@ class Engine:
         return len(self._last_report)
 
     def active_count(self) -> int:
-        return sum(len(pulls) for pulls in self._active.values())
+        return self._active_total
 
     def stalled_count(self) -> int:
         return sum(1 for pulls in self._active.values() for p in pulls.values()
@@ -322,6 +323,7 @@ class Engine:
                     merged=merged)
         self._pulls[pull.id] = pull
         self._active[node][key] = pull
+        self._active_total += 1
         pending.add(pull, EventType.PULL_STARTED, now)
         return pull
 
@@ -374,7 +376,8 @@ class Engine:
 
     def _finish(self, pull: Pull, at: int, pending: _Pending, kind: EventType) -> None:
         pull.completed_at = at
-        self._active[pull.node].pop(pull.key, None)
+        if self._active[pull.node].pop(pull.key, None) is not None:
+            self._active_total -= 1
         self._finished[pull.key] = at
         # Expiry is on the arrival time line, like ``now``.
         at_arrival = at + self._offset.get(pull.node, 0)

@@ -258,6 +258,9 @@ def test_no_history_of_valid_reports_shows_over_100_percent_or_a_negative_eta(st
             assert row.eta_seconds is None or row.eta_seconds >= 0.0
         for status in eng.pulls():
             _sane(status)
+        # the count kept as pulls come and go is the count of those in progress
+        assert eng.active_count() == sum(
+            1 for p in eng.pulls() if p.status.value in ("active", "stalled"))
         # Each report is one the decoder accepts: one an agent could have sent.
         if isinstance(item, AgentReport):
             assert parse_report(item.dumps()) == item
