@@ -99,6 +99,12 @@ async def watch(bed: Testbed, images: Images, collector: Collector, node: str, s
         try:
             await asyncio.to_thread(run, bed, images, say)
             await asyncio.sleep(2 * interval)
+            # containerd may take a few polls to drop the cut-off ingest on a busy machine:
+            # wait (a while) until every pull of the story has ended.
+            for _ in range(round(20 / interval)):
+                if not collector.engine.active_count():
+                    break
+                await asyncio.sleep(interval)
         finally:
             source.cancel()
             with contextlib.suppress(asyncio.CancelledError):
