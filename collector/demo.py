@@ -105,7 +105,7 @@ class Screen:
         self._lines = 0
         self._last_plain = 0.0
 
-    def draw(self, pulls: list[PullStatus], note: str) -> None:
+    def draw(self, pulls: list[PullStatus], note: str, *, last: bool = False) -> None:
         lines = [note] + [_bar(p) for p in sorted(pulls, key=lambda p: p.started_at)]
         if self.tty:
             if self._lines:
@@ -113,7 +113,7 @@ class Screen:
             width = shutil.get_terminal_size().columns
             sys.stdout.write("\n".join(line[:width] for line in lines) + "\n")
             self._lines = len(lines)
-        elif time.monotonic() - self._last_plain >= 5:
+        elif last or time.monotonic() - self._last_plain >= 5:
             sys.stdout.write("\n".join(lines) + "\n\n")
             self._last_plain = time.monotonic()
         sys.stdout.flush()
@@ -204,7 +204,7 @@ async def _show(collector: Collector, work: asyncio.Task[Any], note: Callable[[]
             line += f"  {text}"
         screen.draw(collector.pulls(), line)
         await asyncio.wait({work}, timeout=0.5)
-    screen.draw(collector.pulls(), f"t+{time.monotonic() - started:4.0f}s  done")
+    screen.draw(collector.pulls(), f"t+{time.monotonic() - started:4.0f}s  done", last=True)
 
 
 async def _finish(server: Server, db: Path, sent: int) -> None:
