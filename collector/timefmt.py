@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import functools
 import re
 import time
 
@@ -28,26 +29,38 @@ def parse_rfc3339(text: str) -> int | None:
     m = _RFC3339.fullmatch(text)
     if m is None:
         raise ValueError(f"not an RFC 3339 time: {text!r} (expected e.g. 2024-05-01T12:00:00.5Z)")
-    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
-    frac = (m.group(7) or "").ljust(9, "0")
-    zone = m.group(8)
-    if (year, month, day, hour, minute, second, int(frac)) == (1, 1, 1, 0, 0, 0, 0) \
-            and zone in ("Z", "z"):
-        return None
+    frac = int((m.group(7) or "").ljust(9, "0"))
+    # Every field but the fraction, once: a report's times mostly share their second.
     try:
-        datetime.date(year, month, day)  # the day exists in that month
+        seconds = _seconds(m.group(1, 2, 3, 4, 5, 6, 8))
     except ValueError as exc:
         raise ValueError(f"not an RFC 3339 time: {text!r} ({exc})") from exc
+    if seconds is None:
+        return None if frac == 0 else _ZERO_SECOND_NS + frac
+    return seconds * NS + frac
+
+
+_ZERO_SECOND_NS = calendar.timegm((1, 1, 1, 0, 0, 0, 0, 0, 0)) * NS
+
+
+@functools.lru_cache(maxsize=4096)
+def _seconds(fields: tuple[str, ...]) -> int | None:
+    """Seconds since the epoch of the date, time and zone fields; None for 0001-01-01
+    00:00:00Z (Go's zero time, if its fraction is zero too)."""
+    year, month, day, hour, minute, second = (int(f) for f in fields[:6])
+    zone = fields[6]
+    if (year, month, day, hour, minute, second) == (1, 1, 1, 0, 0, 0) and zone in ("Z", "z"):
+        return None
+    datetime.date(year, month, day)  # the day exists in that month, or ValueError says why
     offset = 0
     if zone not in ("Z", "z"):
         hours, minutes = int(zone[1:3]), int(zone[4:6])
         if hours > 23 or minutes > 59:
-            raise ValueError(f"not an RFC 3339 time: {text!r} (the offset is out of range)")
+            raise ValueError("the offset is out of range")
         offset = (1 if zone[0] == "+" else -1) * (hours * 3600 + minutes * 60)
     if hour > 23 or minute > 59 or second > 60:
-        raise ValueError(f"not an RFC 3339 time: {text!r} (a field is out of range)")
-    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    return (seconds - offset) * NS + int(frac)
+        raise ValueError("a field is out of range")
+    return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) - offset
 
 
 def format_rfc3339(ns: int) -> str:
