@@ -41,6 +41,19 @@ class Timing:
                     drain=self.drain, **kw)
 
 
+def command_line(doc: str | None) -> tuple[list[int] | None, Timing]:
+    """The ``--agents`` levels asked for (None: the default ones) and the timing flags of a
+    part run on its own."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agents", type=int, action="append")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--drain", type=float, default=10.0)
+    args = parser.parse_args()
+    return args.agents, Timing(args.warmup, args.duration, args.drain)
+
+
 def ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:,.0f} ms"
 
@@ -114,16 +127,9 @@ def run(results: Results, levels: tuple[int, ...], timing: Timing) -> dict[int, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--agents", type=int, action="append")
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--drain", type=float, default=10.0)
-    args = parser.parse_args()
+    agents, timing = command_line(__doc__)
     results = Results()
-    run(results, tuple(args.agents or [200, 1000, 2000, 4000]),
-        Timing(args.warmup, args.duration, args.drain))
+    run(results, tuple(agents or [200, 1000, 2000, 4000]), timing)
     print(results.table())
 
 

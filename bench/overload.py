@@ -13,14 +13,13 @@
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.fleet import FleetShape
-from bench.http_bench import Timing, describe
+from bench.http_bench import Timing, command_line, describe
 from bench.procs import run_load, start_collector, start_sse_clients
 from bench.report import Results, Row
 
@@ -120,16 +119,9 @@ def run(results: Results, levels: tuple[int, ...], timing: Timing,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--agents", type=int, action="append")
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--drain", type=float, default=10.0)
-    args = parser.parse_args()
+    agents, timing = command_line(__doc__)
     results = Results()
-    run(results, tuple(args.agents or [200, 2000]),
-        Timing(args.warmup, args.duration, args.drain))
+    run(results, tuple(agents or [200, 2000]), timing)
     print(results.table())
 
 
