@@ -107,8 +107,9 @@ def build_app(collector: Collector, token: str | None = None,
                               f"{limits.max_layers} (the collector's --max-layers)")
         if not gate.admit(parsed.node_name):
             metrics.reports_dropped.labels("rate_limited").inc()
-            return _text(429, f"node {parsed.node_name!r} reported less than 500ms ago; "
-                              "send at most two reports per second")
+            return _text(429, f"node {parsed.node_name!r} reported less than "
+                              f"{gate.min_gap_ns // 1_000_000}ms ago; send at most "
+                              f"{1e9 / gate.min_gap_ns:g} reports per second")
         try:
             await asyncio.wait_for(collector.submit(parsed), COMMIT_WAIT)
         except CapacityError as exc:

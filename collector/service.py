@@ -83,8 +83,8 @@ class Subscription:
     (one per commit). A client that lets more than ``SSE_BACKLOG`` bytes pile up is
     dropped."""
 
-    def __init__(self, max_pending: int | None = None) -> None:
-        self.max_pending = SSE_BACKLOG if max_pending is None else max_pending
+    def __init__(self) -> None:
+        self.max_pending = SSE_BACKLOG
         self.chunks: deque[bytes] = deque()
         self.pending = 0
         self.dropped = False
@@ -113,9 +113,7 @@ class Subscription:
                 return None
             self._ready.clear()
             await self._ready.wait()
-        if self.dropped:
-            return None
-        chunks = list(self.chunks)
+        chunks = list(self.chunks)  # drop() empties them, so these are a live client's
         self.chunks.clear()
         self.pending = 0
         return chunks
@@ -245,9 +243,11 @@ class Collector:
             raise CapacityError(
                 f"{queued} reports wait to be written ({why}), the cap of --max-backlog; "
                 "resend it later: nothing of it was recorded")
-        cap = self.limits.max_active_pulls
+        cap, active = self.limits.max_active_pulls, self.engine.active_count()
+        if active + len(report.pulls) <= cap:
+            return  # a report starts at most one pull per pull it lists: nothing to count
         starting = self.engine.new_pulls(report)
-        if starting and (active := self.engine.active_count()) + starting > cap:
+        if starting and active + starting > cap:
             self.metrics.reports_dropped.labels("too_many_pulls").inc()
             raise CapacityError(
                 f"the collector follows {active} pulls in progress and this report would "
