@@ -344,16 +344,21 @@ class Engine:
                 pull.layers[ls.digest] = layer
                 pending.add(pull, EventType.LAYER_STARTED, now, ls.digest)
             self._update_layer(pull, layer, ls, now, out, pending)
+        failed: Layer | None = None
+        moving = False
         for layer in pull.layers.values():
-            if layer.active and layer.digest not in listed:
-                self._complete_layer(pull, layer, now, out, pending)
-        failed = [layer for layer in pull.layers.values()
-                  if layer.status is LayerStatusKind.FAILED]
-        if state.error or failed:
-            pull.error = state.error or f"layer {failed[0].digest} failed to download"
+            if layer.active:
+                if layer.digest in listed:
+                    moving = True
+                else:
+                    self._complete_layer(pull, layer, now, out, pending)
+            elif failed is None and layer.status is LayerStatusKind.FAILED:
+                failed = layer
+        if state.error or failed is not None:
+            pull.error = state.error or (
+                f"layer {failed.digest} failed to download" if failed is not None else None)
             self._fail(pull, now, pending)
-        elif (pull.layers and not pull.merged and state.total_known
-              and not any(layer.active for layer in pull.layers.values())):
+        elif pull.layers and not pull.merged and state.total_known and not moving:
             pull.status = PullStatusKind.COMPLETED
             self._finish(pull, now, pending, EventType.PULL_COMPLETED)
 
@@ -486,23 +491,24 @@ class Engine:
     def _flush(self, pending: _Pending, out: Output,
                snapshot_at: Callable[[Pull], int]) -> None:
         snapshots: dict[str, PullStatus] = {}
+        layers = out.layers
         for pull in pending.touched.values():
             at = snapshot_at(pull)
             status = snapshots[pull.id] = pull.status_at(at)
             out.progress.append(pull.progress_row(status, at))
             out.pulls.append(pull.pull_row(status))
-            out.layers.extend(pull.layer_row(layer) for layer in pull.layers.values())
-        for pull, kind, ts, digest in pending.events:
-            out.events.append(PullEvent(timestamp=ts, type=kind, node_name=pull.node,
-                                        pull=snapshots[pull.id], digest=digest))
+            layers += [pull.layer_row(layer) for layer in pull.layers.values()]
         # Every touched pull gets one pull.* event; a lifecycle one stands in for progress.
-        announced = {pull.id for pull, kind, _, _ in pending.events
-                     if kind.value.startswith("pull.") and kind is not EventType.PULL_STARTED}
+        announced: set[str] = set()
+        for pull, kind, ts, digest in pending.events:
+            out.events.append(PullEvent(ts, kind, pull.key[0], snapshots[pull.id], digest))
+            # EventType is a str: startswith runs on the member itself.
+            if kind.startswith("pull.") and kind is not EventType.PULL_STARTED:
+                announced.add(pull.id)
         for pull in pending.touched.values():
             if pull.id not in announced:
-                out.events.append(PullEvent(timestamp=snapshot_at(pull),
-                                            type=EventType.PULL_PROGRESS, node_name=pull.node,
-                                            pull=snapshots[pull.id]))
+                out.events.append(PullEvent(snapshot_at(pull), EventType.PULL_PROGRESS,
+                                            pull.key[0], snapshots[pull.id]))
 
 
 def _normalise(pulls: tuple[PullState, ...]) -> list[PullState]:

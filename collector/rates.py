@@ -8,8 +8,8 @@ rate is never negative and never frozen at its pre-restart value.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from collector.timefmt import NS
 
@@ -21,8 +21,7 @@ class Step(Enum):
     IGNORED = "ignored"  # not newer than the last sample
 
 
-@dataclass(frozen=True, slots=True)
-class Added:
+class Added(NamedTuple):
     step: Step
     gained: int  # bytes fetched since the previous sample of this segment
 

@@ -13,7 +13,6 @@ and the counter in the file, not the exception, says whether a batch landed.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import re
@@ -91,19 +90,23 @@ def _arrow_type(name: str, hint: Any) -> pa.DataType:
 
 def _schema(row_type: type) -> pa.Schema:
     hints = typing.get_type_hints(row_type)
-    return pa.schema([(f.name, _arrow_type(f.name, hints[f.name]))
-                      for f in dataclasses.fields(row_type)])
+    names: tuple[str, ...] = typing.cast(Any, row_type)._fields  # a NamedTuple class
+    return pa.schema([(name, _arrow_type(name, hints[name])) for name in names])
 
 
 _SCHEMAS: dict[type, pa.Schema] = {
     cls: _schema(cls) for cls in (Sample, Progress, PullRow, LayerRow, EventRow)}
 
 
-def to_arrow(rows: Sequence[Any], row_type: type) -> pa.Table:
+def to_arrow(rows: Sequence[tuple[Any, ...]], row_type: type) -> pa.Table:
+    """Rows of one of the record types (named tuples) as an Arrow table of its schema."""
     schema = _SCHEMAS[row_type]
-    columns = [pa.array([getattr(r, name) for r in rows], type=schema.field(name).type)
-               for name in schema.names]
-    return pa.Table.from_arrays(columns, schema=schema)
+    if not rows:
+        return schema.empty_table()
+    columns = zip(*rows, strict=True)  # transposed: one tuple per field
+    arrays = [pa.array(column, type=kind)
+              for column, kind in zip(columns, schema.types, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 class Store:

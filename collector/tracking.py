@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from collector.model import (
     FINISHED,
-    LAYER_DONE,
     LayerStatus,
     LayerStatusKind,
     PullStatus,
@@ -21,6 +20,8 @@ from collector.rates import RateWindow
 from collector.records import LayerRow, Progress, PullRow, Sample
 
 PullKey = tuple[str, str, int]  # node, image identity (digest or ref), startedAt
+_DOWNLOADING, _STALLED = LayerStatusKind.DOWNLOADING, LayerStatusKind.STALLED
+_COMPLETED, _CACHED = LayerStatusKind.COMPLETED, LayerStatusKind.CACHED
 
 
 def pull_id(key: PullKey) -> str:
@@ -50,17 +51,13 @@ class Layer:
 
     @property
     def active(self) -> bool:
-        return self.status in (LayerStatusKind.DOWNLOADING, LayerStatusKind.STALLED)
+        # Identity, not ``in``: an enum member hashes in Python, and this runs per layer per
+        # report several times.
+        status = self.status
+        return status is _DOWNLOADING or status is _STALLED
 
     def rate(self, now: int) -> float | None:
         return self.window.rate(now) if self.active else None
-
-    def remaining(self) -> int | None:
-        if not self.active:
-            return 0
-        if not self.total_known:
-            return None
-        return max(self.total - self.downloaded, 0)
 
 
 @dataclass(slots=True)
@@ -94,75 +91,65 @@ class Pull:
     def finished(self) -> bool:
         return self.status in FINISHED
 
-    def speed(self, now: int) -> float | None:
-        """Sum of the current rates of the layers still downloading: the speed now."""
-        rates = [r for layer in self.layers.values() if (r := layer.rate(now)) is not None]
-        return sum(rates) if rates else None
-
-    def totals(self) -> tuple[int, int, int]:
-        """(total, downloaded excluding cached layers, cached) bytes."""
-        total = downloaded = cached = 0
-        for layer in self.layers.values():
-            total += layer.total
-            if layer.status is LayerStatusKind.CACHED:
-                cached += layer.total
-            else:
-                downloaded += layer.downloaded
-        return total, downloaded, cached
-
-    def eta(self, speed: float | None) -> float | None:
-        if self.finished:
-            return 0.0 if self.status is PullStatusKind.COMPLETED else None
-        remaining = 0
-        for layer in self.layers.values():
-            left = layer.remaining()
-            if left is None:
-                return None
-            remaining += left
-        if remaining == 0:
-            return 0.0
-        if not speed:
-            return None
-        return remaining / speed
-
-    def layers_done(self) -> int:
-        return sum(1 for layer in self.layers.values() if layer.status in LAYER_DONE)
-
     # --- views --------------------------------------------------------------------------
 
     def layer_status(self, layer: Layer, now: int) -> LayerStatus:
+        status = layer.status
+        active = status is _DOWNLOADING or status is _STALLED
         percent = None
-        if layer.status in LAYER_DONE:
+        if status is _COMPLETED or status is _CACHED:
             percent = 100.0
         elif layer.total_known and layer.total > 0:
             percent = min(100.0, layer.downloaded * 100.0 / layer.total)
         return LayerStatus(
-            pull_id=self.id, digest=layer.digest, media_type=layer.media_type,
-            total_bytes=layer.total, downloaded_bytes=layer.downloaded,
-            bytes_per_sec=layer.rate(now), percent=percent,
-            started_at=layer.started_at if layer.started_at is not None else layer.first_seen,
-            completed_at=layer.completed_at, total_known=layer.total_known,
-            status=layer.status,
-        )
+            self.id, layer.digest, layer.media_type, layer.total, layer.downloaded,
+            layer.window.rate(now) if active else None, percent,
+            layer.started_at if layer.started_at is not None else layer.first_seen,
+            layer.completed_at, layer.total_known, status)
 
     def status_at(self, now: int) -> PullStatus:
-        total, downloaded, cached = self.totals()
-        speed = None if self.finished else self.speed(now)
-        # A layer still coming whose size is unknown makes the share unknown too: its bytes
-        # would count against a total that leaves it out.
-        unsized = any(layer.active and not layer.total_known for layer in self.layers.values())
+        """The pull as the API shows it at ``now``: one pass over its layers (this runs for
+        every pull a report touches)."""
+        finished = self.finished
+        total = downloaded = cached = remaining = done = 0
+        speed: float | None = None
+        unsized = False  # a layer still coming whose size is unknown
+        layers = []
+        for layer in self.layers.values():
+            status = layer.status
+            total += layer.total
+            if status is _CACHED:
+                cached += layer.total
+            else:
+                downloaded += layer.downloaded
+            if status is _DOWNLOADING or status is _STALLED:
+                if layer.total_known:
+                    remaining += max(layer.total - layer.downloaded, 0)
+                else:
+                    unsized = True
+                rate = layer.window.rate(now)
+                if rate is not None and not finished:
+                    speed = rate if speed is None else speed + rate
+            elif status is _COMPLETED or status is _CACHED:
+                done += 1
+            layers.append(self.layer_status(layer, now))
+        # A layer of unknown size makes the share unknown too: its bytes would count against
+        # a total that leaves it out.
         percent = 100.0 if self.status is PullStatusKind.COMPLETED else (
             min(100.0, (downloaded + cached) * 100.0 / total) if total > 0 and not unsized
             else None)
+        if finished:
+            eta = 0.0 if self.status is PullStatusKind.COMPLETED else None
+        elif unsized:
+            eta = None
+        elif remaining == 0:
+            eta = 0.0
+        else:
+            eta = remaining / speed if speed else None
         return PullStatus(
-            id=self.id, node_name=self.node, image_ref=self.image_ref, total_bytes=total,
-            downloaded_bytes=downloaded, cached_bytes=cached, bytes_per_sec=speed,
-            eta_seconds=self.eta(speed), percent=percent,
-            layer_count=len(self.layers), layers_done=self.layers_done(),
-            started_at=self.started_at, completed_at=self.completed_at, error=self.error,
-            total_known=self.total_known, status=self.status,
-            layers=[self.layer_status(layer, now) for layer in self.layers.values()],
-        )
+            self.id, self.key[0], self.image_ref, total, downloaded, cached, speed, eta,
+            percent, len(self.layers), done, self.key[2], self.completed_at, self.error,
+            self.total_known, self.status, layers)
 
     def progress_row(self, status: PullStatus, now: int) -> Progress:
         """The progress row of ``status`` (this pull's :meth:`status_at` ``now``); keeps the
@@ -170,42 +157,30 @@ class Pull:
         speed = status.bytes_per_sec
         if speed is not None and (self.peak_bps is None or speed > self.peak_bps):
             self.peak_bps = speed
-        return Progress(
-            ts=now, node=self.node, pull_id=self.id, image_ref=self.image_ref,
-            status=status.status.value, downloaded_bytes=status.downloaded_bytes,
-            total_bytes=status.total_bytes, cached_bytes=status.cached_bytes,
-            bytes_per_sec=speed, eta_seconds=status.eta_seconds, percent=status.percent,
-            layers_done=status.layers_done, layer_count=status.layer_count,
-        )
+        # Rows are made positionally, in their fields' order: it is the hot path.
+        return Progress(now, self.key[0], self.id, self.image_ref, status.status._value_,
+                        status.downloaded_bytes, status.total_bytes, status.cached_bytes,
+                        speed, status.eta_seconds, status.percent, status.layers_done,
+                        status.layer_count)
 
     def sample_row(self, layer: Layer, now: int, updated_at: int, gained: int) -> Sample:
-        return Sample(
-            ts=now, updated_at=updated_at, node=self.node, pull_id=self.id,
-            image_ref=self.image_ref, digest=layer.digest, media_type=layer.media_type,
-            status=layer.status.value, downloaded_bytes=layer.downloaded,
-            total_bytes=layer.total, fetched_bytes=gained, bytes_per_sec=layer.rate(now),
-        )
+        return Sample(now, updated_at, self.key[0], self.id, self.image_ref, layer.digest,
+                      layer.media_type, layer.status._value_, layer.downloaded, layer.total,
+                      gained, layer.rate(now))
 
     def pull_row(self, status: PullStatus) -> PullRow:
         """The stored row of ``status`` (this pull's :meth:`status_at`)."""
-        return PullRow(
-            id=self.id, node=self.node, image_ref=self.image_ref,
-            image_digest=self.image_digest, status=self.status.value,
-            started_at=self.started_at, completed_at=self.completed_at,
-            first_seen=self.first_seen, last_seen=self.last_seen,
-            total_bytes=status.total_bytes, downloaded_bytes=status.downloaded_bytes,
-            cached_bytes=status.cached_bytes,
-            fetched_bytes=sum(layer.fetched for layer in self.layers.values()),
-            peak_bytes_per_sec=self.peak_bps, layer_count=status.layer_count,
-            layers_done=status.layers_done, error=self.error,
-        )
+        fetched = 0
+        for layer in self.layers.values():
+            fetched += layer.fetched
+        return PullRow(self.id, self.key[0], self.image_ref, self.image_digest,
+                       self.status._value_, self.key[2], self.completed_at, self.first_seen,
+                       self.last_seen, status.total_bytes, status.downloaded_bytes,
+                       status.cached_bytes, fetched, self.peak_bps, status.layer_count,
+                       status.layers_done, self.error)
 
     def layer_row(self, layer: Layer) -> LayerRow:
-        return LayerRow(
-            pull_id=self.id, digest=layer.digest, node=self.node, image_ref=self.image_ref,
-            media_type=layer.media_type, status=layer.status.value, total_bytes=layer.total,
-            downloaded_bytes=layer.downloaded, fetched_bytes=layer.fetched,
-            started_at=layer.started_at, first_seen=layer.first_seen,
-            first_byte_at=layer.first_byte_at, completed_at=layer.completed_at,
-            last_seen=layer.last_seen, restarts=layer.restarts,
-        )
+        return LayerRow(self.id, layer.digest, self.key[0], self.image_ref, layer.media_type,
+                        layer.status._value_, layer.total, layer.downloaded, layer.fetched,
+                        layer.started_at, layer.first_seen, layer.first_byte_at,
+                        layer.completed_at, layer.last_seen, layer.restarts)
