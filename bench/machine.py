@@ -69,18 +69,43 @@ def describe(tmp: str) -> dict[str, object]:
     }
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the collector's database writer is a child)."""
+    found, i = [pid], 0
+    while i < len(found):
+        for task in Path(f"/proc/{found[i]}/task").glob("*"):
+            try:
+                found += [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        i += 1
+    return found
+
+
 def status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in kB (from /proc/PID/status)."""
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            found[key] = int(value.split()[0])
+    """VmRSS and VmHWM of a process and its children, summed, in kB (from
+    /proc/PID/status)."""
+    found: dict[str, int] = {}
+    for one in tree(pid):
+        try:
+            text = Path(f"/proc/{one}/status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = found.get(key, 0) + int(value.split()[0])
     return found
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """User + system CPU time of a process (all its threads) and its children so far."""
+    total = 0
+    for one in tree(pid):
+        try:
+            text = Path(f"/proc/{one}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS

@@ -29,6 +29,7 @@ from collector.sources.recording import read_recording
 from collector.sources.socket_path import ALLOWED_DIRS_ENV, allowed_dirs, containerd_socket
 from collector.store import DEFAULT_MEMORY_LIMIT, Store
 from collector.timefmt import NS, parse_duration
+from collector.writer import WriterProcess
 
 log = logging.getLogger("pulltrace")
 
@@ -280,7 +281,9 @@ async def _collect(args: argparse.Namespace, record: str | None) -> None:
         except PulltraceError:
             store.close()
             raise
-        collector = Collector(_engine(args), store, Metrics(), recorder, limits=_limits(args))
+        # The writer gets a process of its own: see collector.writer.
+        collector = Collector(_engine(args), WriterProcess(store), Metrics(), recorder,
+                              limits=_limits(args))
         server = await start_server(collector, listen, metrics_listen, args.token)
         log.info("collecting into %s; API %s; metrics %s", args.db, server.url,
                  server.metrics_url)

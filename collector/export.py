@@ -41,6 +41,7 @@ from aiohttp import web
 from collector.errors import StoreError
 from collector.service import Collector
 from collector.timefmt import format_rfc3339
+from collector.writer import WriterProcess
 
 PATH = "/api/v1/export"
 DEFAULT_LIMIT = 10_000
@@ -184,8 +185,11 @@ class Exporter:
 
     async def page(self, q: ExportQuery) -> Page:
         loop = asyncio.get_running_loop()
+        store = self.collector.store
+        if isinstance(store, WriterProcess):
+            # The file is the writer process's: it reads the page with its own connection.
+            return await loop.run_in_executor(self._reader, store.read_page, q)
         async with self._lock:
-            store = self.collector.store
             if self._con is None or self._generation != store.generation:
                 # Made on the store's thread, the only one that uses the writer connection;
                 # made again when a failure made the store open the file again.

@@ -28,6 +28,7 @@ from collector.metrics import Metrics
 from collector.model import AgentReport, EventType, PullEvent, PullStatus, SourceEvent
 from collector.records import Batch, Output
 from collector.store import Store
+from collector.writer import WriterProcess
 
 log = logging.getLogger("pulltrace.collector")
 
@@ -145,7 +146,7 @@ class _Attempt:
 @dataclass
 class Collector:
     engine: Engine
-    store: Store
+    store: Store | WriterProcess
     metrics: Metrics
     recorder: Recorder | None = None
     clock: Clock = wall_clock  # stamps each report's arrival and drives the ticks

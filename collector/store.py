@@ -36,7 +36,17 @@ from collector.model import (
     PullStatusKind,
     parse_report,
 )
-from collector.records import Batch, EventRow, LayerRow, Output, Progress, PullRow, Sample
+from collector.records import (
+    Batch,
+    Column,
+    Columns,
+    EventRow,
+    LayerRow,
+    Output,
+    Progress,
+    PullRow,
+    Sample,
+)
 
 log = logging.getLogger("pulltrace.store")
 
@@ -100,10 +110,14 @@ _SCHEMAS: dict[type, pa.Schema] = {
 
 def to_arrow(rows: Sequence[tuple[Any, ...]], row_type: type) -> pa.Table:
     """Rows of one of the record types (named tuples) as an Arrow table of its schema."""
+    return columns_to_arrow(list(zip(*rows, strict=True)), row_type)
+
+
+def columns_to_arrow(columns: Sequence[Column], row_type: type) -> pa.Table:
+    """Columns of a record type (:class:`Columns`) as an Arrow table of its schema."""
     schema = _SCHEMAS[row_type]
-    if not rows:
+    if not columns:
         return schema.empty_table()
-    columns = zip(*rows, strict=True)  # transposed: one tuple per field
     arrays = [pa.array(column, type=kind)
               for column, kind in zip(columns, schema.types, strict=True)]
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -215,7 +229,7 @@ class Store:
 
     # --- writing -------------------------------------------------------------------------
 
-    def write(self, outputs: Iterable[Output] | Batch) -> None:
+    def write(self, outputs: Iterable[Output] | Batch | Columns) -> None:
         """Append one batch in one transaction; raises StoreError and writes nothing on
         failure.
 
@@ -223,7 +237,10 @@ class Store:
         attempt did land (DuckDB can raise after a COMMIT became durable), the retry
         returns without writing it twice.
         """
-        batch = outputs if isinstance(outputs, Batch) else Batch.of(outputs)
+        if isinstance(outputs, Columns):
+            columns = outputs
+        else:
+            columns = Columns.of(outputs if isinstance(outputs, Batch) else Batch.of(outputs))
         if self._con is None:
             self._reopen()
         con = self.con
@@ -233,7 +250,7 @@ class Store:
                 return
         number, first = self._batch + 1, self._seq + 1
         try:
-            self._transaction(con, batch, number, first)
+            self._transaction(con, columns, number, first)
         except Exception as exc:
             # Whatever failed (DuckDB, or Arrow converting a value), nothing of the batch
             # stays: the caller keeps it and tries again.
@@ -242,24 +259,36 @@ class Store:
                 log.warning("the batch is written, but DuckDB then failed: %s", exc)
                 return
             raise StoreError(_write_problem(self.path, exc)) from exc
-        self._batch, self._seq = number, first - 1 + len(batch.reports)
+        self._batch, self._seq = number, first - 1 + columns.report_count
 
-    def _transaction(self, con: duckdb.DuckDBPyConnection, batch: Batch, number: int,
+    @property
+    def batch_number(self) -> int:
+        """The number of the last batch committed to the file."""
+        return self._batch
+
+    def may_have_landed(self, number: int) -> None:
+        """Say that batch ``number`` was being written when its writer was lost: the next
+        write (the same batch again) checks the file before writing it."""
+        self._unsure = number
+
+    def _transaction(self, con: duckdb.DuckDBPyConnection, columns: Columns, number: int,
                      first: int) -> None:
         con.execute("BEGIN TRANSACTION")
-        if batch.reports:
+        if columns.reports:
+            ts, nodes, bodies = columns.reports
             table = pa.table({
-                "seq": pa.array(range(first, first + len(batch.reports)), pa.int64()),
-                "ts": pa.array([r.timestamp for r in batch.reports], pa.timestamp("ns")),
-                "node": pa.array([r.node_name for r in batch.reports], pa.string()),
-                "body": pa.array(batch.report_lines, pa.string()),
+                "seq": pa.array(range(first, first + len(ts)), pa.int64()),
+                "ts": pa.array(ts, pa.timestamp("ns")),
+                "node": pa.array(nodes, pa.string()),
+                "body": pa.array(bodies, pa.string()),
             })
             self._append(con, "reports", table)
-        self._append(con, "samples", to_arrow(batch.samples, Sample))
-        self._append(con, "pull_progress", to_arrow(batch.progress, Progress))
-        self._append(con, "events", to_arrow(batch.events, EventRow))
-        self._upsert(con, "pulls", to_arrow(batch.pulls, PullRow), ("id",))
-        self._upsert(con, "layers", to_arrow(batch.layers, LayerRow), ("pull_id", "digest"))
+        self._append(con, "samples", columns_to_arrow(columns.samples, Sample))
+        self._append(con, "pull_progress", columns_to_arrow(columns.progress, Progress))
+        self._append(con, "events", columns_to_arrow(columns.events, EventRow))
+        self._upsert(con, "pulls", columns_to_arrow(columns.pulls, PullRow), ("id",))
+        self._upsert(con, "layers", columns_to_arrow(columns.layers, LayerRow),
+                     ("pull_id", "digest"))
         # An UPDATE costs a third of an INSERT OR REPLACE here.
         con.execute("UPDATE meta SET value = ? WHERE key = 'batch'", [str(number)])
         con.execute("COMMIT")
@@ -448,6 +477,19 @@ def _opt_ns(value: Any) -> int | None:
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 
 
+def _owner(pid: int) -> int:
+    """The process to name for a lock held by ``pid``: a collector's database writer (a
+    child process, see :mod:`collector.writer`) is named by its collector."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return pid
+    if b"multiprocessing" not in cmdline:
+        return pid
+    return int(stat[stat.rindex(")") + 2:].split()[1])  # the parent
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
@@ -463,7 +505,7 @@ def _open_problem(path: str, exc: Exception, read_only: bool) -> str:
     low = text.lower()
     if "could not set lock" in low or "conflicting lock" in low:
         found = _LOCK_PID.search(str(exc))
-        who = f" (pid {found.group(1)})" if found else ""
+        who = f" (pid {_owner(int(found.group(1)))})" if found else ""
         if read_only:
             return (f"the database {path} is in use by another process{who}, a collector "
                     "writing it (DuckDB lets no other process open it meanwhile): read a "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -48,6 +50,20 @@ class CollectProcess:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def processes(self) -> list[int]:
+        """The collector's pid and its children's (the database writer)."""
+        pids = [self.pid]
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        return pids
+
+    def limit_file_size(self, soft: int) -> None:
+        """Set RLIMIT_FSIZE (soft) on the collector and its writer, as a full disk would
+        refuse their writes; ``resource.RLIM_INFINITY`` lifts it."""
+        for pid in self.processes():
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, resource.RLIM_INFINITY))
 
     def start(self, timeout: float = 60) -> None:
         """Start and wait until /readyz answers 200."""

@@ -66,8 +66,7 @@ def test_a_disk_filling_up_keeps_the_collector_serving_and_nothing_half_written(
         assert send(node_report("a", 1, 2_000_000)).status_code == 200
 
         # The file may not grow past its size now: the next commit cannot be written.
-        resource.prlimit(collector.pid, resource.RLIMIT_FSIZE,
-                         (Path(f"{db}.wal").stat().st_size, resource.RLIM_INFINITY))
+        collector.limit_file_size(Path(f"{db}.wal").stat().st_size)
         answers: dict[str, httpx.Response] = {}
         time.sleep(0.55)
         waiting = threading.Thread(target=lambda: answers.setdefault(
@@ -99,8 +98,7 @@ def test_a_disk_filling_up_keeps_the_collector_serving_and_nothing_half_written(
         failures = store_errors(collector.metrics_url)
 
         # space returns: what waited is written, and writing goes on
-        resource.prlimit(collector.pid, resource.RLIMIT_FSIZE,
-                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        collector.limit_file_size(resource.RLIM_INFINITY)
         wait_for(lambda: not not_ready(), "/readyz to answer 200")
         # the report whose client gave up, sent again: already written, so a 200 and no
         # second copy
@@ -186,8 +184,7 @@ def test_past_the_backlog_cap_a_report_is_refused_at_once_while_the_disk_is_full
 
         assert client.post(post, content=node_report("a", 0, 1_000_000).dumps()) \
             .status_code == 200
-        resource.prlimit(collector.pid, resource.RLIMIT_FSIZE,
-                         (Path(f"{db}.wal").stat().st_size, resource.RLIM_INFINITY))
+        collector.limit_file_size(Path(f"{db}.wal").stat().st_size)
         time.sleep(0.55)  # a node's reports at least 500 ms apart
         answers: dict[str, int] = {}
         waiting = [threading.Thread(target=lambda n=n: answers.setdefault(
@@ -201,8 +198,7 @@ def test_past_the_backlog_cap_a_report_is_refused_at_once_while_the_disk_is_full
 
         refused = client.post(post, content=node_report("c", 1, 3_000_000).dumps())
         dropped = metric('pulltrace_reports_dropped_total{reason="backlog"}')
-        resource.prlimit(collector.pid, resource.RLIMIT_FSIZE,
-                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        collector.limit_file_size(resource.RLIM_INFINITY)
         for thread in waiting:
             thread.join(timeout=90)
         unwritten = metric("pulltrace_reports_unwritten")

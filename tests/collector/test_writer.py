@@ -1,0 +1,156 @@
+"""The database writer in its own process: batches land once, a lost writer is replaced,
+exports are read through it, and it never outlives the collector."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from collector.engine import Engine
+from collector.errors import StoreError
+from collector.export import ExportQuery
+from collector.records import Batch
+from collector.store import Store
+from collector.writer import WriterProcess
+from tests.collector.reports import digest, layer, pull, report
+
+
+def batches(engine: Engine, node: str, seconds: range) -> list[Batch]:
+    """One batch per report: a pull of two layers, 1 MB more of each every second."""
+    return [Batch.of([engine.ingest(report(
+        node, t, pull("app:1", 0, layer(digest(1), 1_000_000 * (t + 1), 10_000_000),
+                      layer(digest(2), 1_000_000 * (t + 1), 10_000_000))))])
+            for t in seconds]
+
+
+def counts(db: Path) -> tuple[int, int, int]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        row = con.execute("SELECT (SELECT count(*) FROM reports), "
+                          "(SELECT count(*) FROM samples), "
+                          "(SELECT value FROM meta WHERE key = 'batch')").fetchall()[0]
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def wait_gone(pid: int, what: str) -> None:
+    """Until ``pid`` has exited (a zombie has: its files, and so its locks, are released)."""
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and not _state(pid).startswith("z"):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} (pid {pid}) is still running")
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""  # between states: look again
+    return text[text.rindex(")") + 2:].lower()
+
+
+def test_batches_written_through_the_writer_are_in_the_file_once(tmp_path):
+    db = tmp_path / "w.duckdb"
+    engine = Engine()
+    writer = WriterProcess(Store(db))
+    assert writer.recover(engine) == 0
+    for batch in batches(engine, "a", range(3)):
+        writer.write(batch)
+    page = writer.read_page(ExportQuery("samples", None, 100, "arrow"))
+    writer.close()
+    # 3 reports of 2 layers: 6 samples, 3 batches
+    assert counts(db) == (3, 6, 3)
+    assert page.table.num_rows == 6
+    assert page.table.column("downloaded_bytes").to_pylist() == [
+        1_000_000, 1_000_000, 2_000_000, 2_000_000, 3_000_000, 3_000_000]
+
+
+def test_a_writer_killed_between_batches_is_replaced_and_nothing_is_written_twice(tmp_path):
+    db = tmp_path / "k.duckdb"
+    engine = Engine()
+    writer = WriterProcess(Store(db))
+    writer.recover(engine)
+    first, second, third = batches(engine, "a", range(3))
+    writer.write(first)
+    assert writer._proc is not None
+    child = writer._proc.pid
+    assert child is not None
+    os.kill(child, signal.SIGKILL)
+    wait_gone(child, "the killed writer")
+    with pytest.raises(StoreError, match=r"the database writer for .* stopped \(exit code "
+                                         r"-9\); a new one starts with the next write"):
+        writer.write(second)
+    writer.write(second)  # the collector's retry: a new writer, which checks the file first
+    writer.write(third)
+    writer.close()
+    assert counts(db) == (3, 6, 3)
+
+
+def test_a_batch_that_may_have_landed_is_not_written_again(tmp_path):
+    # What a new writer does when the old one was lost after its COMMIT but before its
+    # answer: the file's batch counter says the batch is there.
+    db = tmp_path / "u.duckdb"
+    engine = Engine()
+    first, second = batches(engine, "a", range(2))
+    with Store(db) as store:
+        store.write(first)
+        store.may_have_landed(1)
+        store.write(first)  # landed: not written again
+        store.may_have_landed(2)
+        store.write(second)  # did not land: written
+    assert counts(db) == (2, 4, 2)
+
+
+def test_the_writer_dies_with_the_collector(tmp_path):
+    db = tmp_path / "p.duckdb"
+    script = textwrap.dedent(f"""
+        import sys, time
+        from collector.engine import Engine
+        from collector.store import Store
+        from collector.writer import WriterProcess
+        writer = WriterProcess(Store({str(db)!r}))
+        writer.recover(Engine())
+        print(writer._proc.pid, flush=True)
+        time.sleep(600)
+    """)
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                          cwd=Path(__file__).parents[2]) as parent:
+        try:
+            assert parent.stdout is not None
+            child = int(parent.stdout.readline())
+            assert Path(f"/proc/{child}").exists()
+        finally:
+            parent.kill()
+            parent.wait()
+        wait_gone(child, "the writer of a killed collector")
+    # and the file is free for the next collector
+    with Store(db) as store:
+        assert store.count("reports") == 0
+
+
+def test_a_writer_that_cannot_open_the_file_says_why(tmp_path):
+    db = tmp_path / "l.duckdb"
+    writer = WriterProcess(Store(db))
+    writer.recover(Engine())
+    writer.close()
+    again = WriterProcess(_closed_store(db))
+    holder = duckdb.connect(str(db))  # another writer holds it now
+    try:
+        with pytest.raises(StoreError, match=r"in use by another process .*pid "
+                                             rf"{os.getpid()}"):
+            again.write(Batch())
+    finally:
+        holder.close()
+
+
+def _closed_store(db: Path) -> Store:
+    store = Store(db)
+    store.close()
+    return store
