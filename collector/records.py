@@ -125,13 +125,12 @@ class Output:
                          image_ref="", digest=None, status=ev.source, error=ev.message)
                 for ev in self.source_events]
         for ev in self.events:
-            if ev.type.value.endswith(".progress"):
+            # EventType is a str: endswith runs on the member itself (``.value`` is slow).
+            if ev.type.endswith(".progress"):
                 continue
-            rows.append(EventRow(
-                ts=ev.timestamp, type=ev.type.value, node=ev.node_name, pull_id=ev.pull.id,
-                image_ref=ev.pull.image_ref, digest=ev.digest, status=ev.pull.status.value,
-                error=ev.pull.error,
-            ))
+            pull = ev.pull
+            rows.append(EventRow(ev.timestamp, ev.type._value_, ev.node_name, pull.id,
+                                 pull.image_ref, ev.digest, pull.status._value_, pull.error))
         return rows
 
     def extend(self, other: Output) -> None:
