@@ -161,7 +161,15 @@ class AgentReport:
         return out
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), separators=(",", ":"))
+        """One line of compact JSON: :meth:`to_json` (UTF-8 as is, not escaped)."""
+        from collector import wire  # the encoder builds on these types
+
+        try:
+            return wire.dumps(self)
+        except UnicodeEncodeError:
+            # A lone surrogate, in a report built in code (a decoded one has none): escaped,
+            # it is still one line, and the decoder names it.
+            return json.dumps(self.to_json(), separators=(",", ":"))
 
 
 # --- decoding ---------------------------------------------------------------------------

@@ -90,13 +90,18 @@ def _seconds(fields: tuple[str, ...]) -> int | None:
     return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) - offset
 
 
-# "YYYY-MM-DDTHH:MM:SS" of seconds since the epoch already formatted; bounded like
-# _UTC_SECONDS.
+# Texts already formatted, by nanoseconds (a report's times mostly repeat, and the next
+# report of a node repeats those of its finished layers), and the "YYYY-MM-DDTHH:MM:SS"
+# of seconds already formatted. Both bounded like _UTC_SECONDS.
+_FORMATTED: dict[int, str] = {}
 _UTC_TEXT: dict[int, str] = {}
 
 
 def format_rfc3339(ns: int) -> str:
     """Go's RFC3339Nano: UTC, trailing zeros of the fraction dropped."""
+    text = _FORMATTED.get(ns)
+    if text is not None:
+        return text
     seconds, frac = divmod(ns, NS)
     base = _UTC_TEXT.get(seconds)
     if base is None:
@@ -104,9 +109,14 @@ def format_rfc3339(ns: int) -> str:
         if len(_UTC_TEXT) >= _UTC_SECONDS_MAX:
             _UTC_TEXT.clear()
         _UTC_TEXT[seconds] = base
-    if frac:
-        return f"{base}.{frac:09d}".rstrip("0") + "Z"
-    return base + "Z"
+    text = f"{base}.{frac:09d}".rstrip("0") + "Z" if frac else base + "Z"
+    if len(_FORMATTED) >= _FORMATTED_MAX:
+        _FORMATTED.clear()
+    _FORMATTED[ns] = text
+    return text
+
+
+_FORMATTED_MAX = 8192
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")

@@ -12,6 +12,8 @@ refusal says exactly what that validator says, and the two accept the same repor
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
 
 from collector.jsontext import load_json
@@ -28,13 +30,15 @@ from collector.model import (
     PullState,
     decode_report,
 )
-from collector.timefmt import _FRACTION_UNIT, _UTC_SECONDS, NS, parse_rfc3339
+from collector.timefmt import _FRACTION_UNIT, _UTC_SECONDS, NS, format_rfc3339, parse_rfc3339
 
 
 # Every field is optional and may be null here: absent and null mean the same to the
 # validator, and what is required is checked below. An unknown field is refused so that
 # whatever it holds (NaN, 1e999, deep nesting) is judged by the validator.
-class _Layer(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=False):
+# Encoding leaves out the fields that are None, as AgentReport.to_json does.
+class _Layer(msgspec.Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True,
+             gc=False):
     digest: str | None = None
     media_type: str | None = None
     total_bytes: int | None = None
@@ -45,7 +49,8 @@ class _Layer(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=Fals
     state: str | None = None
 
 
-class _Pull(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=False):
+class _Pull(msgspec.Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True,
+            gc=False):
     image_ref: str | None = None
     started_at: str | None = None
     total_known: bool | None = None
@@ -54,7 +59,8 @@ class _Pull(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=False
     digest: str | None = None
 
 
-class _Report(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=False):
+class _Report(msgspec.Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True,
+              gc=False):
     node_name: str | None = None
     timestamp: str | None = None
     pulls: list[_Pull] | None = None
@@ -71,6 +77,34 @@ _TIMES: dict[str, int] = {}
 _TIMES_MAX = 8192
 
 
+# A layer is built by setting its slots one by one, as the dataclass's own __init__ does,
+# without looking object.__setattr__ up for each (it is frozen): a third cheaper, and a
+# report holds a dozen layers. The fields must be these, in this order.
+_LAYER_FIELDS = ("digest", "media_type", "total_bytes", "downloaded_bytes", "total_known",
+                 "started_at", "updated_at", "state")
+if tuple(f.name for f in dataclasses.fields(LayerState)) != _LAYER_FIELDS:  # pragma: no cover
+    raise RuntimeError("LayerState's fields changed: update collector.wire._new_layer")
+(_set_digest, _set_media_type, _set_total_bytes, _set_downloaded_bytes, _set_total_known,
+ _set_started_at, _set_updated_at, _set_state) = (
+    getattr(LayerState, name).__set__ for name in _LAYER_FIELDS)
+_new = object.__new__
+
+
+def _new_layer(digest: str, media_type: str, total_bytes: int, downloaded_bytes: int,
+               total_known: bool, started_at: int | None, updated_at: int | None,
+               state: LayerPhase | None) -> LayerState:
+    layer: LayerState = _new(LayerState)
+    _set_digest(layer, digest)
+    _set_media_type(layer, media_type)
+    _set_total_bytes(layer, total_bytes)
+    _set_downloaded_bytes(layer, downloaded_bytes)
+    _set_total_known(layer, total_known)
+    _set_started_at(layer, started_at)
+    _set_updated_at(layer, updated_at)
+    _set_state(layer, state)
+    return layer
+
+
 class _Unsure(Exception):  # noqa: N818 - a signal inside this module, never raised out of it
     """The fast path does not accept the report as it stands; the validator decides."""
 
@@ -80,11 +114,17 @@ _UNSURE = _Unsure()
 
 def parse_report(text: str | bytes) -> AgentReport:
     """Decode a report from JSON text (bytes must be UTF-8); ReportError names the bad field."""
+    report = decode_fast(text)
+    return decode_report(load_json(text)) if report is None else report
+
+
+def decode_fast(text: str | bytes) -> AgentReport | None:
+    """The report, if the fast path accepts it outright; None where the validator decides."""
     try:
         return _fast(text)
-    except (_Unsure, msgspec.DecodeError, ValueError):
+    except (_Unsure, msgspec.DecodeError, ValueError, RecursionError):
         # ValueError: a time that is not one, or a lone surrogate in str input.
-        return decode_report(load_json(text))
+        return None
 
 
 def _may_hold_control(text: str | bytes) -> bool:
@@ -167,7 +207,7 @@ def _layer(raw: _Layer, check: bool) -> LayerState:
     if check:
         _name(digest)
         _name(media)
-    return LayerState(digest, media, total, downloaded, known, _time(raw.started_at),
+    return _new_layer(digest, media, total, downloaded, known, _time(raw.started_at),
                       _time(raw.updated_at), state)
 
 
@@ -207,3 +247,30 @@ def _fast(text: str | bytes) -> AgentReport:
     if raw.pulls:
         pulls = tuple([_pull(item, check) for item in raw.pulls])
     return AgentReport(node, timestamp, pulls, _time(raw.received_at))
+
+
+# --- encoding ------------------------------------------------------------------------------
+
+_ENCODER = msgspec.json.Encoder()
+_GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # a pull's start, not known: what Go writes
+
+
+def dumps(report: AgentReport) -> str:
+    """``report`` as one line of compact JSON: :meth:`AgentReport.to_json`'s document, with
+    non-ASCII characters as they are (UTF-8), not escaped."""
+    fmt = format_rfc3339
+    pulls = [
+        _Pull(pull.image_ref,
+              _GO_ZERO_TIME if pull.started_at is None else fmt(pull.started_at),
+              pull.total_known,
+              [_Layer(layer.digest, layer.media_type, layer.total_bytes,
+                      layer.downloaded_bytes, layer.total_known,
+                      None if layer.started_at is None else fmt(layer.started_at),
+                      None if layer.updated_at is None else fmt(layer.updated_at),
+                      None if layer.state is None else layer.state.value)
+               for layer in pull.layers],
+              pull.error or None, pull.digest or None)
+        for pull in report.pulls]
+    received = None if report.received_at is None else fmt(report.received_at)
+    return _ENCODER.encode(_Report(report.node_name, fmt(report.timestamp), pulls,
+                                   received)).decode()
