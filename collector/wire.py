@@ -106,10 +106,10 @@ def _new_layer(digest: str, media_type: str, total_bytes: int, downloaded_bytes:
 
 
 class _Unsure(Exception):  # noqa: N818 - a signal inside this module, never raised out of it
-    """The fast path does not accept the report as it stands; the validator decides."""
+    """The fast path does not accept the report as it stands; the validator decides.
 
-
-_UNSURE = _Unsure()
+    Raised as a new instance each time: one instance raised again keeps every traceback.
+    """
 
 
 def parse_report(text: str | bytes) -> AgentReport:
@@ -143,7 +143,7 @@ def _name(value: str) -> str:
     # An ASCII string with no control character is printable; anything else is searched.
     if (value.isascii() and value.isprintable()) or _CONTROL.search(value) is None:
         return value
-    raise _UNSURE
+    raise _Unsure
 
 
 def _time(text: str | None) -> int | None:
@@ -173,34 +173,34 @@ def _read_time(text: str) -> int | None:
                 return seconds * NS + int(digits) * _FRACTION_UNIT[size - 21]
     ns = parse_rfc3339(text)
     if ns is not None and not MIN_TIME_NS <= ns < MAX_TIME_NS:
-        raise _UNSURE
+        raise _Unsure
     return ns
 
 
 def _layer(raw: _Layer, check: bool) -> LayerState:
     digest = raw.digest
     if not digest:
-        raise _UNSURE
+        raise _Unsure
     total = raw.total_bytes
     if total is None:
         total = 0
     elif not 0 <= total <= MAX_BYTES:
-        raise _UNSURE
+        raise _Unsure
     downloaded = raw.downloaded_bytes
     if downloaded is None:
         downloaded = 0
     elif not 0 <= downloaded <= MAX_BYTES:
-        raise _UNSURE
+        raise _Unsure
     known = raw.total_known
     if known is None:
         known = total > 0
     if known and downloaded > total:
-        raise _UNSURE
+        raise _Unsure
     state = None
     if raw.state:
         state = _PHASES.get(raw.state)
         if state is None:
-            raise _UNSURE
+            raise _Unsure
     media = raw.media_type
     if media is None:
         media = ""
@@ -214,12 +214,12 @@ def _layer(raw: _Layer, check: bool) -> LayerState:
 def _pull(raw: _Pull, check: bool) -> PullState:
     image_ref = raw.image_ref
     if not image_ref:
-        raise _UNSURE
+        raise _Unsure
     layers: tuple[LayerState, ...] = ()
     if raw.layers:
         layers = tuple([_layer(item, check) for item in raw.layers])
         if len({layer.digest for layer in layers}) != len(layers):
-            raise _UNSURE
+            raise _Unsure
     error = raw.error or None
     digest = raw.digest or None
     if check:
@@ -227,7 +227,7 @@ def _pull(raw: _Pull, check: bool) -> PullState:
         if digest is not None:
             _name(digest)
         if error is not None and _CONTROL_IN_TEXT.search(error) is not None:
-            raise _UNSURE
+            raise _Unsure
     return PullState(image_ref, _time(raw.started_at), layers, bool(raw.total_known), error,
                      digest)
 
@@ -237,12 +237,12 @@ def _fast(text: str | bytes) -> AgentReport:
     check = _may_hold_control(text)
     node = raw.node_name
     if not node or len(node) > MAX_NODE_NAME:
-        raise _UNSURE
+        raise _Unsure
     if check:
         _name(node)
     timestamp = _time(raw.timestamp)
     if timestamp is None:  # absent, or Go's zero time
-        raise _UNSURE
+        raise _Unsure
     pulls: tuple[PullState, ...] = ()
     if raw.pulls:
         pulls = tuple([_pull(item, check) for item in raw.pulls])
