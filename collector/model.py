@@ -162,10 +162,8 @@ class AgentReport:
 
     def dumps(self) -> str:
         """One line of compact JSON: :meth:`to_json` (UTF-8 as is, not escaped)."""
-        from collector import wire  # the encoder builds on these types
-
         try:
-            return wire.dumps(self)
+            return _wire.dumps(self)
         except UnicodeEncodeError:
             # A lone surrogate, in a report built in code (a decoded one has none): escaped,
             # it is still one line, and the decoder names it.
@@ -327,10 +325,7 @@ def decode_report(obj: Any) -> AgentReport:
 
 def parse_report(text: str | bytes) -> AgentReport:
     """Decode a report from JSON text (bytes must be UTF-8)."""
-    # The fast decoder builds on the types above, so it is imported here, not at the top.
-    from collector import wire
-
-    return wire.parse_report(text)
+    return _wire.parse_report(text)
 
 
 def reference_parse_report(text: str | bytes) -> AgentReport:
@@ -475,3 +470,8 @@ class SourceEvent:
             "error": self.message,
             "pull": None,
         }
+
+
+# The fast decoder and encoder build on the types above, so they come in last (whichever of
+# the two modules is imported first, the other finds what it needs).
+from collector import wire as _wire  # noqa: E402
