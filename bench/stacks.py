@@ -112,6 +112,7 @@ KINDS: list[Rule] = [
     ("dataclass __init__ (records, statuses)", lambda f: f.func.endswith("__init__")
      and f.file == "<string>"),
     ("RFC 3339 parse/format (timefmt)", _in("collector/timefmt.py")),
+    ("report decoding/encoding (wire: msgspec + checks)", _in("collector/wire.py")),
     ("report validation (model._layer, _get, ...)", _func(
         "collector/model.py", "_get", "_name", "_layer", "_pull", "_time", "_bytes",
         "decode_report", "parse_report", "_pull.<locals>.<genexpr>",

@@ -21,11 +21,34 @@ _RFC3339 = re.compile(
 )
 
 
+# Seconds since the epoch of "YYYY-MM-DDTHH:MM:SS" prefixes already read in full with a
+# "Z" zone, so that Go's usual form needs only a dictionary look-up and int() of the
+# fraction. Bounded: emptied when full.
+_UTC_SECONDS: dict[str, int] = {}
+_UTC_SECONDS_MAX = 4096
+# Nanoseconds of one unit of the last digit of a fraction of 1-9 digits (index: digits).
+_FRACTION_UNIT: tuple[int, ...] = (0, *(10 ** (9 - d) for d in range(1, 10)))
+
+
 def parse_rfc3339(text: str) -> int | None:
     """Nanoseconds since the epoch, or None for Go's zero time (year 1: "not set").
 
     Raises ValueError for anything that is not an RFC 3339 date-time.
     """
+    size = len(text)
+    if text[-1:] == "Z" and (size == 20 or (22 <= size <= 30 and text[19] == ".")):
+        seconds = _UTC_SECONDS.get(text[:19])
+        if seconds is not None:
+            if size == 20:
+                return seconds * NS
+            digits = text[20:-1]
+            # isdigit() alone lets other scripts' digits through; int() would take them.
+            if digits.isdigit() and digits.isascii():
+                return seconds * NS + int(digits) * _FRACTION_UNIT[size - 21]
+    return _parse_rfc3339(text)
+
+
+def _parse_rfc3339(text: str) -> int | None:
     m = _RFC3339.fullmatch(text)
     if m is None:
         raise ValueError(f"not an RFC 3339 time: {text!r} (expected e.g. 2024-05-01T12:00:00.5Z)")
@@ -37,6 +60,10 @@ def parse_rfc3339(text: str) -> int | None:
         raise ValueError(f"not an RFC 3339 time: {text!r} ({exc})") from exc
     if seconds is None:
         return None if frac == 0 else _ZERO_SECOND_NS + frac
+    if m.group(8) == "Z":
+        if len(_UTC_SECONDS) >= _UTC_SECONDS_MAX:
+            _UTC_SECONDS.clear()
+        _UTC_SECONDS[text[:19]] = seconds
     return seconds * NS + frac
 
 
@@ -63,13 +90,33 @@ def _seconds(fields: tuple[str, ...]) -> int | None:
     return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) - offset
 
 
+# Texts already formatted, by nanoseconds (a report's times mostly repeat, and the next
+# report of a node repeats those of its finished layers), and the "YYYY-MM-DDTHH:MM:SS"
+# of seconds already formatted. Both bounded like _UTC_SECONDS.
+_FORMATTED: dict[int, str] = {}
+_UTC_TEXT: dict[int, str] = {}
+
+
 def format_rfc3339(ns: int) -> str:
     """Go's RFC3339Nano: UTC, trailing zeros of the fraction dropped."""
+    text = _FORMATTED.get(ns)
+    if text is not None:
+        return text
     seconds, frac = divmod(ns, NS)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    if frac:
-        return f"{base}.{frac:09d}".rstrip("0") + "Z"
-    return base + "Z"
+    base = _UTC_TEXT.get(seconds)
+    if base is None:
+        base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        if len(_UTC_TEXT) >= _UTC_SECONDS_MAX:
+            _UTC_TEXT.clear()
+        _UTC_TEXT[seconds] = base
+    text = f"{base}.{frac:09d}".rstrip("0") + "Z" if frac else base + "Z"
+    if len(_FORMATTED) >= _FORMATTED_MAX:
+        _FORMATTED.clear()
+    _FORMATTED[ns] = text
+    return text
+
+
+_FORMATTED_MAX = 8192
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
