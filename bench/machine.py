@@ -70,11 +70,11 @@ def describe(tmp: str) -> dict[str, object]:
 
 
 def status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in kB (from /proc/PID/status)."""
+    """VmRSS, VmHWM, RssAnon and RssFile of a process, in kB (from /proc/PID/status)."""
     found = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
             found[key] = int(value.split()[0])
     return found
 
