@@ -129,6 +129,8 @@ def run(results: Results, nodes: int, minutes: int, history_ttl_s: int,
         with Store(db) as store:
             if memory_limit:  # what DuckDB may cache (else the collector's default)
                 store.con.execute(f"SET memory_limit = '{memory_limit}'")
+            limit = store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+            print(f"  DuckDB memory_limit {limit}")
             outs = []
             for tick in range(minutes * 60 + 1):
                 if tick % commit_every == 0 and outs:
@@ -181,6 +183,7 @@ def run(results: Results, nodes: int, minutes: int, history_ttl_s: int,
               f"{b['finished_keys'] - a['finished_keys']:+,} finished keys")
     results.details["soak"] = {"readings": readings, "series": series, "elapsed_s": elapsed,
                                "shape": dataclasses.asdict(shape), "history_ttl_s": history_ttl_s,
+                               "duckdb_memory_limit": limit,
                                "flatness": dataclasses.asdict(flat), "flat": flat.flat}
     for r in readings:
         results.add(Row("4 memory", f"engine+store RSS at {r['minute']} simulated min",
