@@ -83,8 +83,8 @@ def tree(pid: int) -> list[int]:
 
 
 def status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process and its children, summed, in kB (from
-    /proc/PID/status)."""
+    """VmRSS, VmHWM, RssAnon and RssFile of a process and its children (the collector's
+    database writer), summed, in kB (from /proc/PID/status)."""
     found: dict[str, int] = {}
     for one in tree(pid):
         try:
@@ -93,7 +93,7 @@ def status(pid: int) -> dict[str, int]:
             continue
         for line in text.splitlines():
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 found[key] = found.get(key, 0) + int(value.split()[0])
     return found
 
