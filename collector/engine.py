@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,7 +138,7 @@ class Engine:
     def mark_finished(self, node: str, identity: str, started_at: int, at: int) -> None:
         """Remember a pull finished before this engine started (recovery); ``identity`` is
         its image digest if it had one, else its image reference."""
-        key = (node, identity, started_at)
+        key = (sys.intern(node), sys.intern(identity), started_at)
         if key not in self._finished:
             self._finished[key] = at
             self._schedule_key(key, at + self.finished_keep_ns)
@@ -317,7 +318,9 @@ class Engine:
         found = self._find(node, state, now)
         if not isinstance(found, tuple):
             return found
-        key = found
+        # Interned: a finished pull's key is kept a day, and each report brings its own copy
+        # of the node's and the image's names.
+        key = (sys.intern(found[0]), sys.intern(found[1]), found[2])
         merged = state.image_ref == PENDING_IMAGE_REF
         pull = Pull(key=key, id=pull_id(key), first_seen=now, image_ref=state.image_ref,
                     merged=merged)
