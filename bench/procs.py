@@ -108,10 +108,10 @@ def start_collector(tmp: Path, name: str = "collector", extra: tuple[str, ...] =
     return Server(name, proc, m.group(1), log, m.group(2), [out])
 
 
-def start_null_server(tmp: Path) -> Server:
+def start_null_server(tmp: Path, extra: tuple[str, ...] = ()) -> Server:
     log = tmp / "null-server.log"
     out = log.open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "bench.null_server"],
+    proc = subprocess.Popen([sys.executable, "-m", "bench.null_server", *extra],
                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         m = _wait_for(log, r"listening (http://\S+)", proc)
