@@ -292,8 +292,11 @@ class Collector:
                 continue
             # A copy: reports queued while this batch is written go in the next one.
             attempt = _Attempt(list(self._queue))
+            started = time.perf_counter()
             if not await self._commit(attempt):
                 return
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
+            self.metrics.commit_reports.observe(len(attempt.items))
             del self._queue[:len(attempt.items)]
             self.metrics.backlog.set(len(self._queue))
             self._resolve(attempt.items)
