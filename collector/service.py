@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -239,7 +238,9 @@ class Collector:
         pulls than the cap allows raises CapacityError and changes nothing.
         """
         self._check_capacity(report)
-        out = self.engine.ingest(dataclasses.replace(report, received_at=self.clock()))
+        # Not dataclasses.replace: it reads the fields' list on every call.
+        out = self.engine.ingest(AgentReport(report.node_name, report.timestamp, report.pulls,
+                                             self.clock()))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         if not out.accepted:
