@@ -68,6 +68,7 @@ def test_bad_runtime_flags_are_refused(tmp_path):
     assert "--switch-interval: expected seconds between 0.000001 and 1, got '0'" in result.stderr
 
 
-def test_the_writer_runs_duckdb_on_one_thread(tmp_path):
+def test_the_writer_runs_duckdb_on_one_thread_and_checkpoints_every_64_mb(tmp_path):
     with Store(tmp_path / "t.duckdb") as store:
-        assert store.one("SELECT current_setting('threads')") == (1,)
+        assert store.one("SELECT current_setting('threads'), "
+                         "current_setting('checkpoint_threshold')") == (1, "64.0 MiB")
