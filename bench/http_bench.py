@@ -69,6 +69,13 @@ def describe(name: str, r: dict[str, Any]) -> str:
     text += f"; {r['samples_per_s']:,.0f} samples/s"
     if r.get("server_samples_per_s") is not None:  # a collector
         text += f"; RSS {r['server_rss_kb'] / 1024:,.0f} MiB"
+        threads = r["server_threads"]
+        text += (f"; threads: main {threads['main']['cpu']:.2f} cores (waited for a CPU "
+                 f"{threads['main']['wait']:.2f}), others {threads['others']['cpu']:.2f} "
+                 f"({threads['others']['wait']:.2f})")
+        if (commits := r.get("commits")) is not None:
+            text += (f"; {commits['per_s']:.1f} commits/s of {commits['mean_reports']:.0f} "
+                     f"reports, {commits['mean_s'] * 1000:,.0f} ms each")
     bad = {k: v for k, v in r["statuses"].items() if k != "200"}
     if bad:
         text += f"; answers other than 200: {bad}"

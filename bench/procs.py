@@ -62,6 +62,20 @@ class Server:
     def cpu(self) -> float:
         return machine.cpu_seconds(self.pid)
 
+    def thread_times(self) -> dict[int, tuple[float, float]]:
+        """Per thread: (CPU seconds, seconds runnable but waiting for a core) so far."""
+        found: dict[int, tuple[float, float]] = {}
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+                waited = int((task / "schedstat").read_text().split()[1]) / 1e9
+            except (OSError, IndexError, ValueError):
+                continue  # a thread that ended meanwhile
+            fields = stat[stat.rindex(")") + 2:].split()
+            found[int(task.name)] = ((int(fields[11]) + int(fields[12])) / machine.CLOCK_TICKS,
+                                     waited)
+        return found
+
     def metrics(self) -> dict[str, float]:
         """The collector's Prometheus counters and gauges, unlabelled ones by name and
         labelled ones summed."""
@@ -108,10 +122,10 @@ def start_collector(tmp: Path, name: str = "collector", extra: tuple[str, ...] =
     return Server(name, proc, m.group(1), log, m.group(2), [out])
 
 
-def start_null_server(tmp: Path) -> Server:
+def start_null_server(tmp: Path, extra: tuple[str, ...] = ()) -> Server:
     log = tmp / "null-server.log"
     out = log.open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "bench.null_server"],
+    proc = subprocess.Popen([sys.executable, "-m", "bench.null_server", *extra],
                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         m = _wait_for(log, r"listening (http://\S+)", proc)
@@ -155,15 +169,17 @@ def run_load(server: Server, load: Load) -> dict[str, Any]:
         start = json.loads(first)["start"]
         lo, hi = start + load.warmup, start + load.warmup + load.duration
         time.sleep(max(0.0, lo - time.monotonic()))
-        cpu0, counters0 = server.cpu(), server.metrics()
+        cpu0, counters0, threads0 = server.cpu(), server.metrics(), server.thread_times()
         time.sleep(max(0.0, hi - time.monotonic()))
         cpu1, mem, counters1 = server.cpu(), server.memory(), server.metrics()
+        threads1 = server.thread_times()
         rest = proc.stdout.read()
         proc.wait()
     if proc.returncode != 0 or not rest.strip():
         raise BenchError(f"the load generator failed (exit {proc.returncode})")
     result: dict[str, Any] = json.loads(rest.splitlines()[-1])
     result["server_cpu"] = (cpu1 - cpu0) / load.duration
+    result["server_threads"] = _thread_shares(server.pid, threads0, threads1, load.duration)
     result["server_rss_kb"] = mem.get("VmRSS")
     result["server_hwm_kb"] = server.memory().get("VmHWM")
     if counters0:
@@ -174,9 +190,32 @@ def run_load(server: Server, load: Load) -> dict[str, Any]:
                                           - counters0.get("pulltrace_samples_total", 0.0)
                                           ) / load.duration
         result["sse_clients_active"] = counters1.get("pulltrace_sse_clients_active")
+        commits = (counters1.get("pulltrace_commit_reports_count", 0.0)
+                   - counters0.get("pulltrace_commit_reports_count", 0.0))
+        if commits:
+            result["commits"] = {
+                "per_s": commits / load.duration,
+                "mean_reports": (counters1["pulltrace_commit_reports_sum"]
+                                 - counters0["pulltrace_commit_reports_sum"]) / commits,
+                "mean_s": (counters1["pulltrace_commit_seconds_sum"]
+                           - counters0["pulltrace_commit_seconds_sum"]) / commits}
     if result.get("errors"):
         raise BenchError(f"{server.name}: {result['errors'][0]}")
     return result
+
+
+def _thread_shares(pid: int, before: dict[int, tuple[float, float]],
+                   after: dict[int, tuple[float, float]],
+                   seconds: float) -> dict[str, dict[str, float]]:
+    """Cores used and cores' worth of waiting for a CPU, of the main thread and of the
+    others together (the store's thread, DuckDB's), over the window."""
+    shares = {"main": {"cpu": 0.0, "wait": 0.0}, "others": {"cpu": 0.0, "wait": 0.0}}
+    for tid, (cpu, wait) in after.items():
+        cpu0, wait0 = before.get(tid, (0.0, 0.0))
+        side = shares["main" if tid == pid else "others"]
+        side["cpu"] += (cpu - cpu0) / seconds
+        side["wait"] += (wait - wait0) / seconds
+    return shares
 
 
 @dataclass

@@ -34,6 +34,11 @@ def _text(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message + "\n")
 
 
+def _give_up(committed: asyncio.Future[None]) -> None:
+    if not committed.done():
+        committed.set_exception(TimeoutError())
+
+
 class ReportGate:
     """Token check and the per-node 429 rule, by the server's own monotonic clock."""
 
@@ -111,13 +116,21 @@ def build_app(collector: Collector, token: str | None = None,
                               f"{gate.min_gap_ns // 1_000_000}ms ago; send at most "
                               f"{1e9 / gate.min_gap_ns:g} reports per second")
         try:
-            await asyncio.wait_for(collector.submit(parsed), COMMIT_WAIT)
+            committed = collector.accept(parsed)
         except CapacityError as exc:
             return web.Response(status=503, text=f"{exc}\n",
                                 headers={"Retry-After": RETRY_AFTER})
-        except TimeoutError:
-            return _text(503, f"not recorded yet: {collector.store_error or 'the database is slow'}"
-                              "; the report is kept and will be written, resending it is safe")
+        if not committed.done():
+            # A timer on the future, not wait_for: that would make a task per report.
+            timer = asyncio.get_running_loop().call_later(COMMIT_WAIT, _give_up, committed)
+            try:
+                await committed
+            except TimeoutError:
+                return _text(503, "not recorded yet: "
+                                  f"{collector.store_error or 'the database is slow'}; the "
+                                  "report is kept and will be written, resending it is safe")
+            finally:
+                timer.cancel()
         return web.Response(status=200)
 
     async def pulls(request: web.Request) -> web.Response:

@@ -15,12 +15,14 @@ import sys
 import time
 from collections.abc import Sequence
 
+from collector import runtime
 from collector.engine import Engine, EngineConfig
 from collector.errors import ConfigError, PulltraceError, StoreError
 from collector.limits import Limits
 from collector.metrics import Metrics
 from collector.records import Output
 from collector.redaction import install_secret_filter, url_password
+from collector.runtime import LOOPS, SWITCH_INTERVAL
 from collector.server import parse_addr, start_server
 from collector.service import Collector, Recorder
 from collector.sources.containerd import DEFAULT_NAMESPACE, DEFAULT_SOCKET, ContainerdClient
@@ -94,6 +96,13 @@ def _db_memory_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db-memory-limit", type=_memory, default=DEFAULT_MEMORY_LIMIT,
                    metavar="SIZE", help="DuckDB's cache for the database (default "
                                         f"{DEFAULT_MEMORY_LIMIT}; it spills to disk beyond)")
+
+
+def _switch_interval(text: str) -> float:
+    value = _finite(text)
+    if not 1e-6 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0.000001 and 1, got {text!r}")
+    return value
 
 
 def _db_path(text: str) -> str:
@@ -178,6 +187,15 @@ def _serve_flags(p: argparse.ArgumentParser, db_default: str) -> None:
                    help="require 'Authorization: Bearer TOKEN' on reports "
                         "(PULLTRACE_AGENT_TOKEN)")
     _engine_flags(p)
+    g = p.add_argument_group("runtime")
+    g.add_argument("--loop", choices=LOOPS, default="auto",
+                   help="the event loop: uvloop (less CPU per request), asyncio's own, or "
+                        "auto: uvloop when installed (default auto)")
+    g.add_argument("--switch-interval", type=_switch_interval, default=SWITCH_INTERVAL,
+                   metavar="SECONDS",
+                   help="how long a thread may hold the GIL while another waits for it "
+                        f"(default {SWITCH_INTERVAL:g}; Python's own is 0.005): shorter lets "
+                        "the database thread run while requests are served")
     g = p.add_argument_group("caps (past one, the answer is 413, 429 or 503 and "
                              "pulltrace_reports_dropped_total{reason} counts it)")
     g.add_argument("--max-layers", type=_count, default=Limits.max_layers, metavar="N",
@@ -287,6 +305,8 @@ async def _collect(args: argparse.Namespace, record: str | None) -> None:
         server = await start_server(collector, listen, metrics_listen, args.token)
         log.info("collecting into %s; API %s; metrics %s", args.db, server.url,
                  server.metrics_url)
+        log.info("event loop %s, switch interval %gs", runtime.current_loop_name(),
+                 sys.getswitchinterval())
         source = None
         if poller is not None:
             assert client is not None
@@ -376,10 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_secret_filter([getattr(args, "token", None),
                            url_password(getattr(args, "server", None) or "")])
     try:
-        if args.command == "collect":
-            asyncio.run(_collect(args, args.record))
-        elif args.command == "record":
-            asyncio.run(_collect(args, args.file))
+        if args.command in ("collect", "record"):
+            record = args.record if args.command == "collect" else args.file
+            runtime.run(_collect(args, record), args.loop, args.switch_interval)
         elif args.command == "agent":
             asyncio.run(_agent(args))
         elif args.command == "replay":

@@ -78,6 +78,12 @@ class Metrics:
                                       ["status"], registry=r)
         self.backlog = Gauge("pulltrace_reports_unwritten",
                              "Reports (and ticks) accepted and waiting to be written", registry=r)
+        self.commit_reports = Histogram(
+            "pulltrace_commit_reports", "Reports (and ticks) written per transaction",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000), registry=r)
+        self.commit_seconds = Histogram(
+            "pulltrace_commit_seconds", "Time to write one batch, from its start to its commit",
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5), registry=r)
         self.store_errors = Counter("pulltrace_store_errors_total",
                                     "Failed writes to the database", registry=r)
         self.source_gaps = Counter("pulltrace_source_gaps_total",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -132,6 +131,15 @@ class Subscription:
 class _Item:
     out: Output
     future: asyncio.Future[None] | None
+    # Repeats of this report that arrived while it waited: answered with its commit.
+    followers: list[asyncio.Future[None]] | None = None
+    committed: bool = False
+
+    def waiters(self) -> list[asyncio.Future[None]]:
+        found = [f for f in self.followers or () if not f.done()]
+        if self.future is not None and not self.future.done():
+            found.append(self.future)
+        return found
 
 
 @dataclass
@@ -160,7 +168,7 @@ class Collector:
     _executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="pulltrace-store"))
     _subscribers: set[Subscription] = field(default_factory=set)
-    _last_future: asyncio.Future[None] | None = None
+    _last_item: _Item | None = None
     _closing: asyncio.Event | None = None
 
     async def start(self) -> None:
@@ -200,8 +208,8 @@ class Collector:
                 log.exception("the commit loop had failed")
         self._tasks = []
         for item in self._queue:  # left when writes fail at shutdown; never acknowledged
-            if item.future is not None:
-                item.future.cancel()
+            for waiter in item.waiters():
+                waiter.cancel()
         self._queue = []
         self.close_streams()
         loop = asyncio.get_running_loop()
@@ -215,27 +223,40 @@ class Collector:
 
     # --- ingest ------------------------------------------------------------------------
 
-    async def submit(self, report: AgentReport) -> Output:
-        """Run a report through the engine; return once its rows are committed.
+    async def submit(self, report: AgentReport) -> None:
+        """Run a report through the engine; return once its rows are committed (see
+        :meth:`accept`)."""
+        await self.accept(report)
 
-        A dropped report (repeated or older than its node's last) waits for whatever is
-        already queued, so its answer never precedes the commit of the one it repeats.
-        A report that would start more pulls than the cap allows raises CapacityError and
-        changes nothing.
+    def accept(self, report: AgentReport) -> asyncio.Future[None]:
+        """Run a report through the engine at once; the future is done once its rows are
+        committed (cancelled if the collector stops first).
+
+        The future is the caller's own: it may set an exception on it to stop waiting
+        (the report stays queued and is written all the same). A dropped report (repeated
+        or older than its node's last) waits for whatever is already queued, so its answer
+        never precedes the commit of the one it repeats. A report that would start more
+        pulls than the cap allows raises CapacityError and changes nothing.
         """
         self._check_capacity(report)
-        out = self.engine.ingest(dataclasses.replace(report, received_at=self.clock()))
+        # Not dataclasses.replace: it reads the fields' list on every call.
+        out = self.engine.ingest(AgentReport(report.node_name, report.timestamp, report.pulls,
+                                             self.clock()))
         loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         if not out.accepted:
             self.metrics.observe(out)
-            if self._last_future is not None and not self._last_future.done():
-                await asyncio.shield(self._last_future)
-            return out
-        future: asyncio.Future[None] = loop.create_future()
-        self._enqueue(_Item(out, future))
-        self._last_future = future
-        await asyncio.shield(future)
-        return out
+            last = self._last_item
+            if last is None or last.committed:
+                future.set_result(None)
+            elif last.followers is None:
+                last.followers = [future]
+            else:
+                last.followers.append(future)
+            return future
+        self._last_item = _Item(out, future)
+        self._enqueue(self._last_item)
+        return future
 
     def _check_capacity(self, report: AgentReport) -> None:
         if (queued := len(self._queue)) >= self.limits.max_backlog:
@@ -273,8 +294,11 @@ class Collector:
                 continue
             # A copy: reports queued while this batch is written go in the next one.
             attempt = _Attempt(list(self._queue))
+            started = time.perf_counter()
             if not await self._commit(attempt):
                 return
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
+            self.metrics.commit_reports.observe(len(attempt.items))
             del self._queue[:len(attempt.items)]
             self.metrics.backlog.set(len(self._queue))
             self._resolve(attempt.items)
@@ -327,8 +351,9 @@ class Collector:
             self.metrics.observe(item.out)
             events += item.out.source_events
             events += item.out.events
-            if item.future is not None and not item.future.done():
-                item.future.set_result(None)
+            item.committed = True
+            for waiter in item.waiters():
+                waiter.set_result(None)
         self._publish(events)  # one chunk for the whole commit
         self._refresh_gauges()
 

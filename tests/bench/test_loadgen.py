@@ -9,7 +9,7 @@ import pytest
 
 from bench.fleet import FleetShape
 from bench.loadgen import HttpError, answer_rate, parse_response, percentile, summary
-from bench.procs import Load, run_load, start_collector, start_null_server
+from bench.procs import Load, _thread_shares, run_load, start_collector, start_null_server
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nServer: x\r\n\r\n"
 TOO_MANY = b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 5\r\n\r\nslow\n"
@@ -88,7 +88,18 @@ def test_the_collector_records_every_report_it_answered(tmp_path):
         collector.stop()
     every, _ = due_in(agents, 1.0, 0.5, 2.0)
     assert result["statuses"] == {"200": every}
+    # the window's commits, each holding at least one report, read from the collector
+    assert result["commits"]["per_s"] > 0
+    assert result["commits"]["mean_reports"] >= 1
+    assert set(result["server_threads"]) == {"main", "others"}
     with duckdb.connect(str(tmp_path / "t.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM reports").fetchone() == (every,)
         nodes = con.execute("SELECT count(DISTINCT node) FROM reports").fetchone()
     assert nodes == (agents,)
+
+
+def test_thread_shares_split_the_main_thread_from_the_others():
+    before = {10: (1.0, 0.5), 11: (2.0, 0.0)}
+    after = {10: (3.0, 1.5), 11: (2.5, 0.25), 12: (0.5, 0.0)}  # 12 started in the window
+    assert _thread_shares(10, before, after, 2.0) == {
+        "main": {"cpu": 1.0, "wait": 0.5}, "others": {"cpu": 0.5, "wait": 0.125}}
