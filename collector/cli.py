@@ -303,6 +303,7 @@ async def _collect(args: argparse.Namespace, record: str | None) -> None:
         collector = Collector(_engine(args), WriterProcess(store), Metrics(), recorder,
                               limits=_limits(args))
         server = await start_server(collector, listen, metrics_listen, args.token)
+        runtime.settle()
         log.info("collecting into %s; API %s; metrics %s", args.db, server.url,
                  server.metrics_url)
         log.info("event loop %s, switch interval %gs", runtime.current_loop_name(),
