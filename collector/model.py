@@ -149,6 +149,9 @@ class AgentReport:
     # The collector's clock when the report arrived (set by the collector, kept in
     # recordings): the one time line on which nodes whose clocks disagree can be compared.
     received_at: int | None = None
+    # The document this report was decoded from (collector.wire's), kept so that its line
+    # is written again without formatting every time in it; not part of its value.
+    wire: Any = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

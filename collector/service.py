@@ -241,7 +241,7 @@ class Collector:
         self._check_capacity(report)
         # Not dataclasses.replace: it reads the fields' list on every call.
         out = self.engine.ingest(AgentReport(report.node_name, report.timestamp, report.pulls,
-                                             self.clock()))
+                                             self.clock(), report.wire))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         if not out.accepted:

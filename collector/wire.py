@@ -246,7 +246,7 @@ def _fast(text: str | bytes) -> AgentReport:
     pulls: tuple[PullState, ...] = ()
     if raw.pulls:
         pulls = tuple([_pull(item, check) for item in raw.pulls])
-    return AgentReport(node, timestamp, pulls, _time(raw.received_at))
+    return AgentReport(node, timestamp, pulls, _time(raw.received_at), raw)
 
 
 # --- encoding ------------------------------------------------------------------------------
@@ -256,9 +256,15 @@ _GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # a pull's start, not known: what Go wri
 
 
 def dumps(report: AgentReport) -> str:
-    """``report`` as one line of compact JSON: :meth:`AgentReport.to_json`'s document, with
+    """``report`` as one line of compact JSON: a decoded report as it arrived (with its
+    ``receivedAt``), any other :meth:`AgentReport.to_json`'s document; with
     non-ASCII characters as they are (UTF-8), not escaped."""
     fmt = format_rfc3339
+    received = None if report.received_at is None else fmt(report.received_at)
+    if isinstance(report.wire, _Report):
+        # As it arrived, times as the reporter wrote them: it decodes to the same report.
+        raw = msgspec.structs.replace(report.wire, received_at=received)
+        return _ENCODER.encode(raw).decode()
     pulls = [
         _Pull(pull.image_ref,
               _GO_ZERO_TIME if pull.started_at is None else fmt(pull.started_at),
@@ -271,6 +277,5 @@ def dumps(report: AgentReport) -> str:
                for layer in pull.layers],
               pull.error or None, pull.digest or None)
         for pull in report.pulls]
-    received = None if report.received_at is None else fmt(report.received_at)
     return _ENCODER.encode(_Report(report.node_name, fmt(report.timestamp), pulls,
                                    received)).decode()

@@ -260,3 +260,20 @@ def test_the_committed_recording_decodes_as_before_and_survives_dumps():
         report = parse_report(line)
         assert report == reference_parse_report(line)
         assert parse_report(report.dumps()) == report
+
+
+def test_a_decoded_report_is_written_as_it_arrived_with_its_arrival_time():
+    body = ('{"nodeName":"n1","timestamp":"2026-12-03T19:00:01.5+02:00","pulls":[{"imageRef":'
+            '"app:1","startedAt":"2026-12-03T17:00:00Z","layers":[{"digest":"sha256:ab",'
+            '"totalBytes":10,"downloadedBytes":4,"updatedAt":"2026-12-03T17:00:01.25Z"}]}]}')
+    decoded = parse_report(body)
+    arrived = AgentReport(decoded.node_name, decoded.timestamp, decoded.pulls,
+                          1_796_317_202 * NS, decoded.wire)  # 2026-12-03T17:00:02Z
+    line = arrived.dumps()
+    # the reporter's own spelling of its times is kept; nothing is formatted again
+    assert '"timestamp":"2026-12-03T19:00:01.5+02:00"' in line
+    assert line.endswith(',"receivedAt":"2026-12-03T17:00:02Z"}')
+    again = parse_report(line)
+    assert again == arrived
+    assert again.timestamp == 1_796_317_201 * NS + NS // 2
+    assert again.received_at == 1_796_317_202 * NS
