@@ -346,15 +346,17 @@ class Collector:
             self.recorder.write(attempt.batch.report_lines)
 
     def _resolve(self, batch: list[_Item]) -> None:
-        events: list[PullEvent | SourceEvent] = []
+        self.metrics.observe_all(item.out for item in batch)
         for item in batch:
-            self.metrics.observe(item.out)
-            events += item.out.source_events
-            events += item.out.events
             item.committed = True
             for waiter in item.waiters():
                 waiter.set_result(None)
-        self._publish(events)  # one chunk for the whole commit
+        if self._subscribers:
+            events: list[PullEvent | SourceEvent] = []
+            for item in batch:
+                events += item.out.source_events
+                events += item.out.events
+            self._publish(events)  # one chunk for the whole commit
         self._refresh_gauges()
 
     async def _tick_loop(self) -> None:
