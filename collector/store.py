@@ -16,6 +16,8 @@ import contextlib
 import logging
 import os
 import re
+import signal
+import time
 import types
 import typing
 from collections.abc import Iterable, Iterator, Sequence
@@ -164,10 +166,20 @@ class Store:
             raise
 
     def _connect(self, *, create: bool) -> duckdb.DuckDBPyConnection:
-        try:
-            con = duckdb.connect(self.path, read_only=self.read_only)
-        except duckdb.Error as exc:
-            raise StoreError(_open_problem(self.path, exc, self.read_only)) from exc
+        deadline = time.monotonic() + _EXIT_WAIT
+        while True:
+            try:
+                con = duckdb.connect(self.path, read_only=self.read_only)
+                break
+            except duckdb.Error as exc:
+                found = _LOCK_PID.search(str(exc))
+                # The writer of a collector killed a moment ago holds the lock until the
+                # kernel has ended it too (collector.writer): wait for that, not for a
+                # live holder.
+                if found and _exiting(int(found.group(1))) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                raise StoreError(_open_problem(self.path, exc, self.read_only)) from exc
         if self.read_only:
             return con
         try:
@@ -482,7 +494,27 @@ def _opt_ns(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+_PF_EXITING = 0x4  # the kernel's flag, in /proc/PID/stat, for a task that is exiting
+_EXIT_WAIT = 5.0  # seconds to wait for a dying writer to let go of the file
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
+
+
+def _exiting(pid: int) -> bool:
+    """Whether ``pid`` is on its way out: gone, exiting, a zombie, or with SIGKILL pending
+    (what an orphaned database writer gets from the kernel)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X") or int(fields[6]) & _PF_EXITING:
+        return True
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("SigPnd", "ShdPnd") and int(value, 16) & (1 << (signal.SIGKILL - 1)):
+            return True
+    return False
 
 
 def _owner(pid: int) -> int:
