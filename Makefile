@@ -26,7 +26,7 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(PY) -m pytest
 
-# Collector benchmarks, each figure beside a limit measured in the same run (~8 min;
+# Collector benchmarks, each figure beside a limit measured in the same run (~6 min;
 # bench-quick: ~2 min). Not tests: they print figures and never fail on time.
 bench: $(STAMP)
 	$(PY) -m bench
