@@ -94,8 +94,17 @@ class WriterProcess:
             if self._reads is None:
                 raise StoreError(f"the database writer for {self.path} is not running; "
                                  "try again in a moment")
-            page: Page = self._ask(self._reads, ("page", query), None)
-            return page
+            try:
+                self._reads.send(("page", query))
+                kind, value = self._reads.recv()
+            except (EOFError, OSError) as exc:
+                # The writer is gone; the next write finds out and starts a new one.
+                raise StoreError(f"the database writer for {self.path} stopped; try again "
+                                 "in a moment") from exc
+        if kind == "error":
+            raise StoreError(str(value))
+        page: Page = value
+        return page
 
     # --- the child ----------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import duckdb
+import httpx
+import pyarrow as pa
 import pytest
 
 from collector.engine import Engine
@@ -20,6 +22,7 @@ from collector.export import ExportQuery
 from collector.records import Batch
 from collector.store import Store
 from collector.writer import WriterProcess
+from tests.collector.process import CollectProcess
 from tests.collector.reports import digest, layer, pull, report
 
 
@@ -115,6 +118,7 @@ def test_the_writer_dies_with_the_collector(tmp_path):
         from collector.engine import Engine
         from collector.store import Store
         from collector.writer import WriterProcess
+from tests.collector.process import CollectProcess
         writer = WriterProcess(Store({str(db)!r}))
         writer.recover(Engine())
         print(writer._proc.pid, flush=True)
@@ -155,3 +159,42 @@ def _closed_store(db: Path) -> Store:
     store = Store(db)
     store.close()
     return store
+
+
+def test_an_export_read_while_the_writer_is_gone_is_refused_then_served_again(tmp_path):
+    db = tmp_path / "r.duckdb"
+    engine = Engine()
+    writer = WriterProcess(Store(db))
+    writer.recover(engine)
+    first, second = batches(engine, "a", range(2))
+    writer.write(first)
+    assert writer._proc is not None
+    assert writer._proc.pid is not None
+    child = writer._proc.pid
+    os.kill(child, signal.SIGKILL)
+    wait_gone(child, "the killed writer")
+    query = ExportQuery("samples", None, 100, "arrow")
+    with pytest.raises(StoreError, match="stopped; try again in a moment"):
+        writer.read_page(query)
+    with pytest.raises(StoreError, match="stopped"):
+        writer.write(second)  # finds the writer gone
+    writer.write(second)  # a new one
+    assert writer.read_page(query).table.num_rows == 4  # two reports of two layers
+    writer.close()
+
+
+def test_a_running_collector_exports_what_its_writer_wrote(tmp_path):
+    # GET /api/v1/export on `pulltrace collect`: the page is read by the writer process.
+    rep = report("n1", 0, pull("app:1", 0, layer(digest(1), 3_000_000, 8_000_000),
+                               layer(digest(2), 5_000_000, 8_000_000)))
+    with CollectProcess(tmp_path / "e.duckdb", tmp_path / "e.log") as collector:
+        collector.start()
+        assert httpx.post(collector.url + "/api/v1/report", content=rep.dumps(),
+                          timeout=30).status_code == 200
+        resp = httpx.get(collector.url + "/api/v1/export",
+                         params={"table": "samples", "format": "arrow"}, timeout=30)
+        assert collector.stop() == 0
+    assert resp.status_code == 200
+    assert resp.headers["X-Rows"] == "2"
+    table = pa.ipc.open_stream(resp.content).read_all()
+    assert sorted(table.column("downloaded_bytes").to_pylist()) == [3_000_000, 5_000_000]
