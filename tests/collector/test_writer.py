@@ -118,7 +118,6 @@ def test_the_writer_dies_with_the_collector(tmp_path):
         from collector.engine import Engine
         from collector.store import Store
         from collector.writer import WriterProcess
-from tests.collector.process import CollectProcess
         writer = WriterProcess(Store({str(db)!r}))
         writer.recover(Engine())
         print(writer._proc.pid, flush=True)
