@@ -26,6 +26,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from collector.engine import Engine
 from collector.errors import StoreError
@@ -359,11 +360,15 @@ class Store:
                 key: tuple[str, ...]) -> None:
         if table.num_rows == 0:
             return
+        # A key's first_seen never changes, so its old row is no older than the batch's
+        # oldest: said as a constant, it lets DuckDB skip the row groups of pulls long
+        # finished instead of scanning the whole table on every commit.
+        oldest = pc.min(table.column("first_seen")).cast(pa.int64()).as_py()
         con.register("_batch", table)
         try:
             cols = ", ".join(key)
-            con.execute(f"DELETE FROM {name} WHERE ({cols}) IN "  # noqa: S608
-                        f"(SELECT ({cols}) FROM _batch)")
+            con.execute(f"DELETE FROM {name} WHERE first_seen >= make_timestamp_ns(?) "  # noqa: S608
+                        f"AND ({cols}) IN (SELECT ({cols}) FROM _batch)", [oldest])
             con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _batch")  # noqa: S608
         finally:
             con.unregister("_batch")
