@@ -55,3 +55,24 @@ def test_an_unwritable_path_is_a_store_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(StoreError, match="cannot create the folder"):
         Store(blocker / "sub" / "x.duckdb")
+
+
+def test_an_upsert_replaces_a_row_written_long_before_others(tmp_path):
+    # The upsert's delete looks only at rows first seen since the batch's oldest; the old row
+    # of a long pull is such a row, whatever came after it.
+    engine = Engine()
+    with Store(tmp_path / "u.duckdb") as store:
+        store.write([engine.ingest(report("n1", 0, pull("long:1", 0,
+                                                        layer(A, 1000, 10_000))))])
+        for t in range(1, 6):  # other nodes' pulls, started later
+            store.write([engine.ingest(report(f"m{t}", t, pull(f"other:{t}", t,
+                                                                layer(B, 0, 5000))))])
+        store.write([engine.ingest(report("n1", 6, pull("long:1", 0,
+                                                        layer(A, 7000, 10_000))))])
+        rows = store.con.execute(
+            "SELECT p.downloaded_bytes, l.downloaded_bytes, l.last_seen = p.last_seen "
+            "FROM pulls p JOIN layers l ON l.pull_id = p.id WHERE p.image_ref = 'long:1'"
+        ).fetchall()
+        assert rows == [(7000, 7000, True)]  # one row each, the latest
+        assert store.count("pulls") == 6
+        assert store.count("layers") == 6
