@@ -127,7 +127,7 @@ def build_app(collector: Collector, token: str | None = None,
                 await committed
             except TimeoutError:
                 return _text(503, "not recorded yet: "
-                                  f"{collector.store_error or 'the database is slow'}; the "
+                                  f"{collector.waiting_for()}; the "
                                   "report is kept and will be written, resending it is safe")
             finally:
                 timer.cancel()
@@ -186,9 +186,14 @@ def build_app(collector: Collector, token: str | None = None,
     async def readyz(_: web.Request) -> web.Response:
         if not collector.ready:
             return _text(503, "not ready: recovering the database")
-        if collector.store_error:
-            return _text(503, f"not ready: writes to the database fail ({collector.store_error});"
+        if collector.journal_error:
+            return _text(503, f"not ready: writes to the journal fail ({collector.journal_error});"
                               " reports wait until they succeed")
+        if collector.store_error:
+            after = (" reports wait until they succeed" if collector.journal is None else
+                     " reports are answered from the journal until --max-backlog of them wait")
+            return _text(503, f"not ready: writes to the database fail ({collector.store_error});"
+                              + after)
         return _text(200, "ready")
 
     app.router.add_post("/api/v1/report", report)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from collector import runtime
 from collector.engine import Engine, EngineConfig
 from collector.errors import ConfigError, PulltraceError, StoreError
+from collector.journal import Journal, journal_path
 from collector.limits import Limits
 from collector.metrics import Metrics
 from collector.records import Output
@@ -179,6 +180,9 @@ def _serve_flags(p: argparse.ArgumentParser, db_default: str) -> None:
     p.add_argument("--db", default=db_default, type=_db_path,
                    help=f"DuckDB file to record into (default {db_default})")
     _db_memory_flag(p)
+    p.add_argument("--no-journal", action="store_true",
+                   help="answer a report only once the database has committed it, keeping "
+                        "no journal (DB.journal) beside it: slower answers, the same data")
     p.add_argument("--listen", default=_env("PULLTRACE_HTTP_ADDR", "127.0.0.1:8080"),
                    help="HOST:PORT of the API (PULLTRACE_HTTP_ADDR, default 127.0.0.1:8080)")
     p.add_argument("--metrics-listen", default=_env("PULLTRACE_METRICS_ADDR", "127.0.0.1:9090"),
@@ -296,12 +300,14 @@ async def _collect(args: argparse.Namespace, record: str | None) -> None:
         store = Store(args.db, memory_limit=args.db_memory_limit)
         try:
             recorder = Recorder(record) if record else None
+            journal = None if args.no_journal or args.db == ":memory:" else Journal(
+                journal_path(args.db))
         except PulltraceError:
             store.close()
             raise
         # The writer gets a process of its own: see collector.writer.
         collector = Collector(_engine(args), WriterProcess(store), Metrics(), recorder,
-                              limits=_limits(args))
+                              journal=journal, limits=_limits(args))
         server = await start_server(collector, listen, metrics_listen, args.token)
         runtime.settle()
         log.info("collecting into %s; API %s; metrics %s", args.db, server.url,

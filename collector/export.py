@@ -185,6 +185,9 @@ class Exporter:
 
     async def page(self, q: ExportQuery) -> Page:
         loop = asyncio.get_running_loop()
+        # What was acknowledged is in the journal first: a page shows it once the database
+        # has it too.
+        await self.collector.stored()
         store = self.collector.store
         if isinstance(store, WriterProcess):
             # The file is the writer process's: it reads the page with its own connection.

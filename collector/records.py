@@ -154,8 +154,12 @@ class Batch:
     layers: list[LayerRow] = field(default_factory=list)
 
     @classmethod
-    def of(cls, outputs: Iterable[Output]) -> Batch:
+    def of(cls, outputs: Iterable[Output], lines: list[str] | None = None) -> Batch:
+        """``lines``: the accepted reports already as lines of JSON (the journal's), so
+        they are not encoded again."""
         batch = cls()
+        if lines is not None:
+            batch.__dict__["report_lines"] = lines  # the cached property's own slot
         pulls: dict[str, PullRow] = {}
         layers: dict[tuple[str, str], LayerRow] = {}
         for out in outputs:

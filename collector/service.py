@@ -1,9 +1,12 @@
 """The live collector: engine + store + metrics + event fan-out, on one asyncio loop.
 
 Reports go through the engine at once (it is fast and pure); their rows queue for the store,
-and one committer task writes whatever has queued in one transaction while the next batch
-gathers (group commit). A report's caller is answered only after the batch holding it is
-committed, so an acknowledged sample survives ``kill -9``.
+and one committer task writes whatever has queued in one go while the next batch gathers
+(group commit). A report's caller is answered only once the batch holding it is durable, so
+an acknowledged sample survives ``kill -9``. With a :class:`~collector.journal.Journal`,
+durable means synced to the journal, and a second task writes the database behind it in
+larger batches (a DuckDB commit, and its checkpoints, are then never what an agent waits
+for); without one, it means committed to the database.
 """
 
 from __future__ import annotations
@@ -15,16 +18,25 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from collector.engine import Engine
-from collector.errors import CapacityError, PulltraceError, StoreError
+from collector.errors import CapacityError, PulltraceError, ReportError, StoreError
+from collector.journal import Journal
 from collector.limits import Limits
 from collector.metrics import Metrics
-from collector.model import AgentReport, EventType, PullEvent, PullStatus, SourceEvent
+from collector.model import (
+    AgentReport,
+    EventType,
+    PullEvent,
+    PullStatus,
+    SourceEvent,
+    parse_report,
+)
 from collector.records import Batch, Output
 from collector.store import Store
 from collector.writer import WriterProcess
@@ -33,10 +45,20 @@ log = logging.getLogger("pulltrace.collector")
 
 Clock = Callable[[], int]
 SSE_BACKLOG = 8 << 20  # bytes of events a client may lag behind before it is dropped
+# Reports in one database transaction behind the journal: larger batches cost less a row,
+# but a batch is held in memory until it is written.
+STORE_BATCH = 5000
+STORED_WAIT = 30.0  # seconds a read waits for the database to hold what was acknowledged
 
 
 def wall_clock() -> int:
     return time.time_ns()
+
+
+def _settle(future: asyncio.Future[None]) -> bool:
+    if not future.done():
+        future.set_result(None)
+    return True
 
 
 class Recorder:
@@ -134,6 +156,11 @@ class _Item:
     # Repeats of this report that arrived while it waited: answered with its commit.
     followers: list[asyncio.Future[None]] | None = None
     committed: bool = False
+    line: str | None = None  # the report as the journal holds it
+
+    @property
+    def has_report(self) -> bool:
+        return self.out.report is not None and self.out.accepted
 
     def waiters(self) -> list[asyncio.Future[None]]:
         found = [f for f in self.followers or () if not f.done()]
@@ -157,16 +184,27 @@ class Collector:
     store: Store | WriterProcess
     metrics: Metrics
     recorder: Recorder | None = None
+    journal: Journal | None = None
     clock: Clock = wall_clock  # stamps each report's arrival and drives the ticks
     tick_interval: float = 1.0
     limits: Limits = field(default_factory=Limits)
     ready: bool = False
-    store_error: str | None = None  # the last write failure, while writes keep failing
+    # The last write failure of the database, and of the journal, while writes keep failing.
+    store_error: str | None = None
+    journal_error: str | None = None
     _queue: list[_Item] = field(default_factory=list)
+    _unstored: list[_Item] = field(default_factory=list)  # in the journal, not the database
+    _journaled: int = 0  # items moved to ``_unstored`` so far
+    _stored: int = 0  # of those, items in the database
+    _store_waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
     _wake: asyncio.Event | None = None
+    _store_wake: asyncio.Event | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="pulltrace-store"))
+    # The journal's own thread: a sync must not wait behind a database commit.
+    _journal_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="pulltrace-journal"))
     _subscribers: set[Subscription] = field(default_factory=set)
     _last_item: _Item | None = None
     _closing: asyncio.Event | None = None
@@ -174,43 +212,87 @@ class Collector:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._store_wake = asyncio.Event()
         self._closing = asyncio.Event()
         recovered = await loop.run_in_executor(self._executor, self.store.recover, self.engine)
         if recovered:
             log.info("rebuilt %d in-flight pulls from %s", recovered, self.store.path)
+        if self.journal is not None:
+            replayed = await loop.run_in_executor(self._executor, self._replay_journal)
+            if replayed:
+                log.info("wrote %d reports from the journal %s into %s", replayed,
+                         self.journal.folder, self.store.path)
         self._refresh_gauges()
         self._tasks = [asyncio.create_task(self._commit_loop(), name="pulltrace-commit"),
                        asyncio.create_task(self._tick_loop(), name="pulltrace-tick")]
+        if self.journal is not None:
+            self._tasks.append(asyncio.create_task(self._store_loop(), name="pulltrace-store"))
         self.ready = True
+
+    def _replay_journal(self) -> int:
+        """Run the journal's reports that the database does not hold through the engine
+        (rebuilt from the database) and write them; then begin a new segment."""
+        assert self.journal is not None
+        stored = self.store.report_seq
+        outs: list[Output] = []
+        replayed = 0
+        for seq, line in self.journal.lines_after(stored):
+            try:
+                report = parse_report(line)
+            except ReportError as exc:
+                log.warning("skipping report %d of the journal %s: %s", seq,
+                            self.journal.folder, exc)
+                continue
+            out = self.engine.ingest(report)
+            if out.accepted:
+                outs.append(out)
+            if len(outs) >= STORE_BATCH:
+                self.store.write(Batch.of(outs))
+                replayed += len(outs)
+                outs = []
+        if outs:
+            self.store.write(Batch.of(outs))
+            replayed += len(outs)
+        self.journal.start(self.store.report_seq + 1)
+        self.journal.release(self.store.report_seq)
+        return replayed
 
     async def stop(self) -> None:
         self.ready = False
-        committer = None
+        loops = []
         for task in self._tasks:
-            if task.get_name() == "pulltrace-commit":
-                committer = task
+            if task.get_name() in ("pulltrace-commit", "pulltrace-store"):
+                loops.append(task)
                 continue
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if committer is not None:
-            # Not cancelled: a write runs on the store's thread whatever happens here, and
-            # writing its batch again would record it twice. The loop drains the queue (or
-            # gives up, writes failing) and returns.
-            assert self._closing is not None
-            assert self._wake is not None
-            self._closing.set()
-            self._wake.set()
+        # Not cancelled: a write runs on its thread whatever happens here, and writing its
+        # batch again would record it twice. The loops drain what is queued (or give up,
+        # writes failing) and return; the store loop ends after the commit loop.
+        assert self._closing is not None
+        assert self._wake is not None
+        assert self._store_wake is not None
+        self._closing.set()
+        self._wake.set()
+        self._store_wake.set()
+        for task in loops:
             try:
-                await committer
+                await task
             except Exception:
                 # It died earlier (a bug): say so, and still close the database.
-                log.exception("the commit loop had failed")
+                log.exception("the %s loop had failed", task.get_name())
         self._tasks = []
         for item in self._queue:  # left when writes fail at shutdown; never acknowledged
             for waiter in item.waiters():
                 waiter.cancel()
         self._queue = []
+        if self._unstored:
+            assert self.journal is not None
+            log.error("stopping with %d reports in the journal %s and not in the database; "
+                      "the next start writes them", sum(i.has_report for i in self._unstored),
+                      self.journal.folder)
+        self._unstored = []
         self.close_streams()
         loop = asyncio.get_running_loop()
         try:
@@ -218,6 +300,9 @@ class Collector:
         except StoreError as exc:
             log.warning("%s", exc)
         self._executor.shutdown(wait=True)
+        if self.journal is not None:
+            self.journal.close()
+        self._journal_executor.shutdown(wait=True)
         if self.recorder:
             self.recorder.close()
 
@@ -259,7 +344,7 @@ class Collector:
         return future
 
     def _check_capacity(self, report: AgentReport) -> None:
-        if (queued := len(self._queue)) >= self.limits.max_backlog:
+        if (queued := self._unwritten()) >= self.limits.max_backlog:
             self.metrics.reports_dropped.labels("backlog").inc()
             why = self.store_error or "the database is slow"
             raise CapacityError(
@@ -276,13 +361,24 @@ class Collector:
                 f"start {starting} more, over its cap of {cap} (--max-active-pulls); "
                 "resend it later: nothing of it was recorded")
 
+    def waiting_for(self) -> str:
+        """Why a report is not answered yet."""
+        if self.journal is not None:
+            return self.journal_error or "the journal is slow"
+        return self.store_error or "the database is slow"
+
+    def _unwritten(self) -> int:
+        """Items not in the database yet (journaled or not): what the backlog cap bounds."""
+        return len(self._queue) + len(self._unstored)
+
     def _enqueue(self, item: _Item) -> None:
         self._queue.append(item)
-        self.metrics.backlog.set(len(self._queue))
+        self.metrics.backlog.set(self._unwritten())
         assert self._wake is not None
         self._wake.set()
 
     async def _commit_loop(self) -> None:
+        """Make what has queued durable, a batch at a time, and answer its reports."""
         assert self._wake is not None
         assert self._closing is not None
         while True:
@@ -293,43 +389,133 @@ class Collector:
                 self._wake.clear()
                 continue
             # A copy: reports queued while this batch is written go in the next one.
-            attempt = _Attempt(list(self._queue))
-            started = time.perf_counter()
-            if not await self._commit(attempt):
-                return
-            self.metrics.commit_seconds.observe(time.perf_counter() - started)
-            self.metrics.commit_reports.observe(len(attempt.items))
-            del self._queue[:len(attempt.items)]
-            self.metrics.backlog.set(len(self._queue))
-            self._resolve(attempt.items)
+            items = list(self._queue)
+            if self.journal is None:
+                attempt = _Attempt(items)
+                started = time.perf_counter()
+                if not await self._retrying(self._write, attempt):
+                    return
+                self._observe_commit(started, len(items))
+                del self._queue[:len(items)]
+            else:
+                if not await self._retrying(self._journal_write, items):
+                    return
+                del self._queue[:len(items)]
+                self._unstored += items
+                self._journaled += len(items)
+                assert self._store_wake is not None
+                self._store_wake.set()
+            self.metrics.backlog.set(self._unwritten())
+            self._resolve(items)
 
-    async def _commit(self, attempt: _Attempt) -> bool:
-        """Write ``attempt``, the same batch again after each failure (its callers are
-        still waiting: a report is answered only once it is written). False when the
+    async def _store_loop(self) -> None:
+        """Write what the journal holds into the database, in batches of up to
+        ``STORE_BATCH`` items, then let the journal drop what the database has."""
+        assert self._store_wake is not None
+        assert self._closing is not None
+        assert self.journal is not None
+        commit_done = next(t for t in self._tasks if t.get_name() == "pulltrace-commit")
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._unstored:
+                if self._closing.is_set() and commit_done.done():
+                    return
+                await self._store_wake.wait()
+                self._store_wake.clear()
+                continue
+            attempt = _Attempt(self._unstored[:STORE_BATCH])
+            started = time.perf_counter()
+            if not await self._retrying(self._write, attempt):
+                return
+            self._observe_commit(started, len(attempt.items))
+            del self._unstored[:len(attempt.items)]
+            self._stored += len(attempt.items)
+            self.metrics.backlog.set(self._unwritten())
+            self._store_waiters = [(n, f) for n, f in self._store_waiters
+                                   if not (n <= self._stored and _settle(f))]
+            try:
+                await loop.run_in_executor(self._journal_executor, self.journal.release,
+                                           self.store.report_seq)
+            except StoreError as exc:
+                log.warning("%s", exc)
+
+    async def stored(self) -> None:
+        """Return once every report acknowledged so far is in the database too (what the
+        journal holds ahead of it is written within a commit or two); StoreError after
+        ``STORED_WAIT`` seconds, while the database cannot be written."""
+        if self._stored >= self._journaled:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._store_waiters.append((self._journaled, future))
+        try:
+            async with asyncio.timeout(STORED_WAIT):
+                await asyncio.shield(future)
+        except TimeoutError as exc:
+            raise StoreError(f"reports acknowledged {STORED_WAIT:g}s ago are not in the "
+                             f"database yet ({self.store_error or 'the database is slow'})"
+                             ) from exc
+
+    def _observe_commit(self, started: float, items: int) -> None:
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        self.metrics.commit_reports.observe(items)
+
+    async def _retrying(self, write: Callable[[Any], Awaitable[None]], work: Any) -> bool:
+        """Run ``write(work)``, again after each failure with the same batch (its callers
+        are still waiting: a report is answered only once it is durable; or it is in the
+        journal, which must not be dropped before the database has it). False when the
         collector stops while writes still fail."""
         assert self._closing is not None
+        to_journal = write == self._journal_write
+        what = "the journal" if to_journal else str(self.store.path)
         backoff = 0.1
         while True:
             try:
-                await self._write(attempt)
+                await write(work)
             except StoreError as exc:
                 self.metrics.store_errors.inc()
                 if self._closing.is_set():
-                    waiting = sum(1 for item in self._queue if item.future is not None)
-                    log.error("%s; stopping with %d reports not written (none was "
-                              "acknowledged)", exc, waiting)
+                    if to_journal or self.journal is None:
+                        waiting = sum(1 for item in self._queue if item.future is not None)
+                        log.error("%s; stopping with %d reports not written (none was "
+                                  "acknowledged)", exc, waiting)
+                    else:
+                        log.error("%s", exc)
                     return False
-                if str(exc) != self.store_error:
+                if str(exc) != self._error(to_journal):
                     log.error("%s; retrying until it succeeds", exc)
-                self.store_error = str(exc)
+                self._set_error(to_journal, str(exc))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if self.store_error is not None:
-                log.warning("writes to %s succeed again", self.store.path)
-                self.store_error = None
+            if self._error(to_journal) is not None:
+                log.warning("writes to %s succeed again", what)
+                self._set_error(to_journal, None)
             return True
+
+    def _error(self, journal: bool) -> str | None:
+        return self.journal_error if journal else self.store_error
+
+    def _set_error(self, journal: bool, text: str | None) -> None:
+        if journal:
+            self.journal_error = text
+        else:
+            self.store_error = text
+
+    async def _journal_write(self, items: list[_Item]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._journal_executor, self._journal_write_sync, items)
+
+    def _journal_write_sync(self, items: list[_Item]) -> None:
+        assert self.journal is not None
+        lines = []
+        for item in items:
+            if item.has_report:
+                if item.line is None:
+                    assert item.out.report is not None
+                    item.line = item.out.report.dumps()
+                lines.append(item.line)
+        self.journal.append(lines)
 
     async def _write(self, attempt: _Attempt) -> None:
         loop = asyncio.get_running_loop()
@@ -337,8 +523,11 @@ class Collector:
 
     def _write_sync(self, attempt: _Attempt) -> None:
         if attempt.batch is None:
-            # Reports turned into JSON once, for the store and the recording.
-            attempt.batch = Batch.of([item.out for item in attempt.items])
+            # Reports turned into JSON once, for the journal, the store and the recording.
+            lines = [i.line for i in attempt.items if i.has_report and i.line is not None]
+            known = len(lines) == sum(i.has_report for i in attempt.items)
+            attempt.batch = Batch.of([item.out for item in attempt.items],
+                                     lines=lines if known else None)
         if not attempt.stored:
             self.store.write(attempt.batch)
             attempt.stored = True

@@ -283,6 +283,11 @@ class Store:
         self._batch, self._seq = number, first - 1 + columns.report_count
 
     @property
+    def report_seq(self) -> int:
+        """The number (``reports.seq``) of the last report committed to the file."""
+        return self._seq
+
+    @property
     def batch_number(self) -> int:
         """The number of the last batch committed to the file."""
         return self._batch

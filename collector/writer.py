@@ -50,6 +50,7 @@ class WriterProcess:
         self.memory_limit = store.memory_limit
         self._local: Store | None = store
         self._committed = store.batch_number  # the last batch the file is known to hold
+        self._seq = store.report_seq  # the number of the last report in it
         self._proc: BaseProcess | None = None
         self._writes: Connection | None = None
         self._reads: Connection | None = None
@@ -61,7 +62,7 @@ class WriterProcess:
     def recover(self, engine: Engine) -> int:
         local = self._require_local()
         recovered = local.recover(engine)
-        self._committed = local.batch_number
+        self._committed, self._seq = local.batch_number, local.report_seq
         local.close()
         self._local = None
         self._start()
@@ -74,8 +75,13 @@ class WriterProcess:
         if self._writes is None:
             self._start()
         assert self._writes is not None
-        reply = self._ask(self._writes, ("write", columns), self._committed + 1)
-        self._committed = int(reply)
+        self._committed, self._seq = self._ask(self._writes, ("write", columns),
+                                               self._committed + 1)
+
+    @property
+    def report_seq(self) -> int:
+        """The number of the last report the file is known to hold."""
+        return self._seq
 
     def close(self) -> None:
         if self._local is not None:
@@ -131,7 +137,7 @@ class WriterProcess:
             raise StoreError(f"the database writer for {self.path} did not start within "
                              f"{_START_TIMEOUT:.0f}s")
         try:
-            self._committed = int(self._ask(writes, None, None))
+            self._committed, self._seq = self._ask(writes, None, None)
         except StoreError:
             self._stop_child()
             raise
@@ -203,7 +209,7 @@ def _child_main(writes: Connection, reads: Connection, path: str, memory_limit: 
     lock = threading.Lock()  # the writer connection: one user at a time
     threading.Thread(target=_serve_reads, args=(reads, store, lock), daemon=True,
                      name="pulltrace-reads").start()
-    writes.send(("ok", store.batch_number))
+    writes.send(("ok", (store.batch_number, store.report_seq)))
     while True:
         try:
             op, payload = writes.recv()
@@ -218,7 +224,7 @@ def _child_main(writes: Connection, reads: Connection, path: str, memory_limit: 
         except StoreError as exc:
             writes.send(("error", str(exc)))
         else:
-            writes.send(("ok", store.batch_number))
+            writes.send(("ok", (store.batch_number, store.report_seq)))
         if op == "close":
             break
 

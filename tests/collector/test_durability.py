@@ -13,6 +13,8 @@ import time
 import httpx
 import pytest
 
+from collector.journal import Journal, journal_path
+from collector.model import parse_report
 from collector.store import Store
 from tests.collector.reports import digest, layer, pull, report
 
@@ -48,6 +50,7 @@ def test_acknowledged_samples_survive_kill_9_and_restart_rebuilds_the_pull(tmp_p
     port, mport = free_port(), free_port()
     proc = start(db, port, mport)
     total = 10_000_000
+    sent: list[tuple[str, int]] = []
     try:
         for i, t in enumerate((0.0, 1.0, 2.0)):
             if i:
@@ -57,16 +60,18 @@ def test_acknowledged_samples_survive_kill_9_and_restart_rebuilds_the_pull(tmp_p
             resp = httpx.post(f"http://127.0.0.1:{port}/api/v1/report", content=rep.dumps(),
                               timeout=10)
             assert resp.status_code == 200
+            sent.append((rep.node_name, rep.timestamp))
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         if proc.stdout:
             proc.stdout.close()
-    with Store(db) as store:
-        assert store.count("reports") == 3
-        assert store.count("samples") == 3
-        fetched = store.con.execute("SELECT sum(fetched_bytes) FROM samples").fetchone()
-        assert fetched == (4_000_000,)  # baseline 0, then +2e6, +2e6
+    # Answered once in the journal: the three reports are there (numbered 1-3, as the
+    # database numbers them), whatever the database had committed when it died.
+    journal = [(seq, parse_report(line)) for seq, line in
+               Journal(journal_path(db)).lines_after(0)]
+    assert [(seq, r.node_name, r.timestamp) for seq, r in journal] == [
+        (n + 1, *rep) for n, rep in enumerate(sent)]
     proc = start(db, port, mport)
     try:
         pulls = httpx.get(f"http://127.0.0.1:{port}/api/v1/pulls", timeout=10).json()["pulls"]
@@ -87,3 +92,10 @@ def test_acknowledged_samples_survive_kill_9_and_restart_rebuilds_the_pull(tmp_p
         proc.wait(timeout=30)
         if proc.stdout:
             proc.stdout.close()
+    # The restart wrote what only the journal held: every report once, with its samples.
+    with Store(db) as store:
+        assert store.count("reports") == 4
+        assert store.one("SELECT count(DISTINCT seq) FROM reports") == (4,)
+        assert store.count("samples") == 4
+        fetched = store.con.execute("SELECT sum(fetched_bytes) FROM samples").fetchone()
+        assert fetched == (6_000_000,)  # baseline 0, then +2e6 three times

@@ -17,7 +17,8 @@ import duckdb
 import httpx
 import pytest
 
-from collector.model import AgentReport
+from collector.journal import Journal, journal_path
+from collector.model import AgentReport, parse_report
 from collector.sources.recording import write_recording
 from tests.collector.process import CollectProcess, run_cli
 from tests.collector.reports import at, digest, layer, pull, report
@@ -32,11 +33,19 @@ def node_report(node: str, t: float, nbytes: int) -> AgentReport:
                                 layer(digest(1000 + ord(node)), nbytes // 2, TOTAL)))
 
 
-def store_errors(metrics_url: str) -> float:
+def metric_value(metrics_url: str, name: str) -> float:
     text = httpx.get(metrics_url, timeout=10).text
-    found = re.search(r"^pulltrace_store_errors_total ([0-9.e+]+)$", text, re.MULTILINE)
+    found = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
     assert found, text
     return float(found.group(1))
+
+
+def store_errors(metrics_url: str) -> float:
+    return metric_value(metrics_url, "pulltrace_store_errors_total")
+
+
+def journal_bytes(db: Path) -> int:
+    return sum(p.stat().st_size for p in Path(f"{db}.journal").iterdir())
 
 
 def wait_for(check, what: str, timeout: float = 30.0) -> None:
@@ -65,8 +74,9 @@ def test_a_disk_filling_up_keeps_the_collector_serving_and_nothing_half_written(
         time.sleep(0.55)  # one report per node per 500 ms
         assert send(node_report("a", 1, 2_000_000)).status_code == 200
 
-        # The file may not grow past its size now: the next commit cannot be written.
-        collector.limit_file_size(Path(f"{db}.wal").stat().st_size)
+        # No file may grow past the journal's size now: the next report cannot be made
+        # durable anywhere.
+        collector.limit_file_size(journal_bytes(db))
         answers: dict[str, httpx.Response] = {}
         time.sleep(0.55)
         waiting = threading.Thread(target=lambda: answers.setdefault(
@@ -76,12 +86,14 @@ def test_a_disk_filling_up_keeps_the_collector_serving_and_nothing_half_written(
         def not_ready() -> bool:
             return client.get(collector.url + "/readyz").status_code == 503
 
-        wait_for(not_ready, "/readyz to answer 503")
+        # The database fails too (what a tick found goes on to it); the journal is what
+        # a report waits for, and what /readyz names first.
+        wait_for(lambda: "journal" in client.get(collector.url + "/readyz").text,
+                 "/readyz to name the journal")
         ready = client.get(collector.url + "/readyz").text
-        assert ready.startswith(
-            f"not ready: writes to the database fail (could not write to {db}: the disk is "
-            "full or a file size limit is reached (")
-        assert "File too large" in ready
+        assert ready == (f"not ready: writes to the journal fail (could not write the "
+                         f"journal {db}.journal: File too large; free space there); reports "
+                         "wait until they succeed\n")
         assert client.get(collector.url + "/healthz").status_code == 200
         assert store_errors(collector.metrics_url) >= 1
         # still answering reads, and another node's report waits too: never a 200
@@ -91,8 +103,8 @@ def test_a_disk_filling_up_keeps_the_collector_serving_and_nothing_half_written(
 
         waiting.join(timeout=90)
         assert answers["a"].status_code == 503  # after its wait for the commit
-        assert answers["a"].text.startswith(f"not recorded yet: could not write to {db}: the "
-                                            "disk is full")
+        assert answers["a"].text.startswith(
+            f"not recorded yet: could not write the journal {db}.journal: File too large")
         assert answers["a"].text.rstrip().endswith(
             "the report is kept and will be written, resending it is safe")
         failures = store_errors(collector.metrics_url)
@@ -131,6 +143,66 @@ def test_a_disk_filling_up_keeps_the_collector_serving_and_nothing_half_written(
         4_500_000,)
     assert con.execute("SELECT epoch_ns(max(ts)) FROM reports WHERE node = 'a'").fetchone() == (
         at(3),)
+    con.close()
+
+
+def test_a_database_that_cannot_grow_leaves_reports_answered_from_the_journal(tmp_path):
+    db = tmp_path / "dbfull.duckdb"
+    sent: list[AgentReport] = []
+    with CollectProcess(db, tmp_path / "collector.log", args=("--stall-after", "1h")) \
+            as collector, \
+            httpx.Client(timeout=60) as client:
+        collector.start()
+        post = collector.url + "/api/v1/report"
+
+        def send(rep: AgentReport) -> httpx.Response:
+            sent.append(rep)
+            return client.post(post, content=rep.dumps())
+
+        assert send(node_report("a", 0, 1_000_000)).status_code == 200
+        # Only the database writer's files are limited: the journal still takes reports.
+        # (its children: the writer, and multiprocessing's resource tracker)
+        children = collector.processes()[1:]
+        wal = Path(f"{db}.wal")
+        wait_for(lambda: metric_value(collector.metrics_url, "pulltrace_reports_unwritten") == 0,
+                 "the first commit")
+        for child in children:
+            resource.prlimit(child, resource.RLIMIT_FSIZE,
+                             (wal.stat().st_size, resource.RLIM_INFINITY))
+        for t in (1, 2):
+            time.sleep(0.55)  # one report per node per 500 ms
+            assert send(node_report("a", t, 1_000_000 * (t + 1))).status_code == 200
+            assert send(node_report("b", t, 500_000 * t)).status_code == 200
+        wait_for(lambda: client.get(collector.url + "/readyz").status_code == 503,
+                 "/readyz to answer 503")
+        ready = client.get(collector.url + "/readyz").text
+        assert ready.startswith(f"not ready: writes to the database fail (could not write to "
+                                f"{db}: the disk is full or a file size limit is reached (")
+        assert ready.rstrip().endswith(
+            "reports are answered from the journal until --max-backlog of them wait")
+        # what was answered is in the journal, in order, after the one report committed
+        journal = [(n, parse_report(line).timestamp) for n, line in
+                   Journal(journal_path(db)).lines_after(1)]
+        assert journal == [(n + 2, r.timestamp) for n, r in enumerate(sent[1:])]
+
+        for child in children:
+            resource.prlimit(child, resource.RLIMIT_FSIZE,
+                             (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        wait_for(lambda: client.get(collector.url + "/readyz").status_code == 200,
+                 "/readyz to answer 200")
+        time.sleep(0.55)
+        assert send(node_report("a", 3, 4_000_000)).status_code == 200
+        assert collector.stop() == 0
+
+    con = duckdb.connect(str(db), read_only=True)
+    reports = con.execute("SELECT seq, node, epoch_ns(ts) FROM reports ORDER BY seq").fetchall()
+    assert reports == [(n + 1, r.node_name, r.timestamp) for n, r in enumerate(sent)]
+    # node a: 1e6 baseline, then +1e6 three times; its half-speed layer +0.5e6 three times
+    assert con.execute("SELECT fetched_bytes FROM pulls WHERE node = 'a'").fetchone() == (
+        4_500_000,)
+    # node b: its baseline at 500e3 (250e3 on the slow layer), then +500e3 and +250e3
+    assert con.execute("SELECT fetched_bytes FROM pulls WHERE node = 'b'").fetchone() == (
+        750_000,)
     con.close()
 
 
@@ -184,6 +256,8 @@ def test_past_the_backlog_cap_a_report_is_refused_at_once_while_the_disk_is_full
 
         assert client.post(post, content=node_report("a", 0, 1_000_000).dumps()) \
             .status_code == 200
+        # answered from the journal: wait until the database has it too
+        wait_for(lambda: metric("pulltrace_reports_unwritten") == 0, "the first commit")
         collector.limit_file_size(Path(f"{db}.wal").stat().st_size)
         time.sleep(0.55)  # a node's reports at least 500 ms apart
         answers: dict[str, int] = {}
@@ -201,6 +275,8 @@ def test_past_the_backlog_cap_a_report_is_refused_at_once_while_the_disk_is_full
         collector.limit_file_size(resource.RLIM_INFINITY)
         for thread in waiting:
             thread.join(timeout=90)
+        # answered from the journal; the database catches up once space returns
+        wait_for(lambda: metric("pulltrace_reports_unwritten") == 0, "the backlog written")
         unwritten = metric("pulltrace_reports_unwritten")
         listed = {p["nodeName"] for p in client.get(collector.url + "/api/v1/pulls")
                   .json()["pulls"]}
