@@ -15,6 +15,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Never
@@ -23,6 +24,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from collector.engine import Engine, EngineConfig
+from collector.journal import Journal, journal_path
 from collector.model import AgentReport
 from collector.sources.recording import read_recording as read_reports
 from collector.store import Store
@@ -84,6 +86,7 @@ def read_recording(path: str | os.PathLike[str], *,
 def open_db(path: str | os.PathLike[str]) -> Recording:
     """The frames recorded in a collector's DuckDB file (opened read-only)."""
     with Store(path, read_only=True) as store:
+        _warn_unwritten(path, store.report_seq)
         con = store.con
         counts = {name: int(con.sql(f"SELECT count(*) FROM {table}")  # noqa: S608
                             .fetchall()[0][0]) for name, (table, _) in FRAMES.items()}
@@ -100,6 +103,20 @@ def open_db(path: str | os.PathLike[str]) -> Recording:
                     bar.update(batch.num_rows)
                 frames[name] = to_frame(name, pa.Table.from_batches(batches, reader.schema))
     return Recording.from_frames(frames, source=f"database {path}")
+
+
+def _warn_unwritten(path: str | os.PathLike[str], stored: int) -> None:
+    """Say so when the collector's journal holds reports the file does not (it was killed
+    before writing them: its next start does)."""
+    folder = journal_path(path)
+    if not folder.is_dir():
+        return
+    missing = sum(1 for _ in Journal(folder).lines_after(stored))
+    if missing:
+        warnings.warn(f"{missing} reports in {folder} are not in {path} yet: the collector "
+                      f"stopped before writing them. Start `pulltrace collect --db {path}` "
+                      "once (it writes them, then serves), then open the file again",
+                      UserWarning, stacklevel=3)
 
 
 def connect(url: str, *, page_size: int = DEFAULT_PAGE, timeout: float = 30.0) -> Recording:

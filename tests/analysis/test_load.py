@@ -10,7 +10,9 @@ import pytest
 
 from collector.cli import main
 from collector.engine import Engine
+from collector.journal import Journal, journal_path
 from collector.model import AgentReport, PullState
+from collector.store import Store
 from pulltrace_analysis import Recording, connect, find_recording, open_db, read_recording
 from pulltrace_analysis import load as load_module
 from pulltrace_analysis.recording import from_outputs
@@ -144,3 +146,26 @@ def test_filter_by_image_follows_a_pull_renamed_from_digest_to_tag():
     assert rec.pulls["image_ref"].to_list() == ["r/db:16"]
     assert rec.samples["image_ref"].to_list() == ["r/db@sha256:" + "d" * 64, "r/db:16"]
     assert rec.filter(image="r/db:16").samples.height == 2
+
+
+def test_open_db_says_when_the_journal_holds_reports_the_file_lacks(tmp_path, recording_path):
+    db = tmp_path / "crashed.duckdb"
+    assert main(["replay", str(recording_path), "--db", str(db)]) == 0
+    with Store(db, read_only=True) as store:
+        stored = store.report_seq
+    journal = Journal(journal_path(db))
+    journal.start(stored - 1)  # the last two stored, as a journal keeps them until released
+    journal.append(["{}", "{}"])
+    journal.close()
+    open_db(db)  # everything the journal holds is in the file: nothing to say (warnings fail)
+    journal = Journal(journal_path(db))
+    journal.start(stored + 1)
+    journal.append(["{}", "{}", "{}"])  # answered, then the collector died
+    journal.close()
+    with pytest.warns(UserWarning, match="are not in") as caught:
+        recording = open_db(db)
+    assert str(caught[0].message) == (
+        f"3 reports in {db}.journal are not in {db} yet: the collector stopped before writing "
+        f"them. Start `pulltrace collect --db {db}` once (it writes them, then serves), then "
+        "open the file again")
+    assert recording.samples.height > 0  # the file's frames all the same
