@@ -197,11 +197,22 @@ class Columns:
 
     @classmethod
     def of(cls, batch: Batch) -> Columns:
-        reports = [tuple(r.timestamp for r in batch.reports),
-                   tuple(r.node_name for r in batch.reports),
-                   tuple(batch.report_lines)] if batch.reports else []
-        return cls(reports, _transpose(batch.samples), _transpose(batch.progress),
-                   _transpose(batch.events), _transpose(batch.pulls), _transpose(batch.layers))
+        return cls(cls.report_columns(batch), _transpose(batch.samples),
+                   _transpose(batch.progress), _transpose(batch.events),
+                   _transpose(batch.pulls), _transpose(batch.layers))
+
+    @staticmethod
+    def report_columns(batch: Batch) -> list[Column]:
+        """The reports table's columns of ``batch``: each report's time, node and line."""
+        if not batch.reports:
+            return []
+        return [tuple(r.timestamp for r in batch.reports),
+                tuple(r.node_name for r in batch.reports), tuple(batch.report_lines)]
+
+    def tables(self) -> tuple[list[Column], ...]:
+        """Every table's columns, in the order of the fields (and of the constructor)."""
+        return (self.reports, self.samples, self.progress, self.events, self.pulls,
+                self.layers)
 
     @property
     def report_count(self) -> int:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 from multiprocessing.connection import Connection
@@ -26,7 +28,7 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from collector.errors import StoreError
-from collector.records import Batch, Columns
+from collector.records import Batch, Column, Columns
 from collector.store import Store
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ log = logging.getLogger("pulltrace.writer")
 
 _PR_SET_PDEATHSIG = 1
 _START_TIMEOUT = 60.0  # seconds for a new writer to import and open the file
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 class WriterProcess:
@@ -71,11 +74,11 @@ class WriterProcess:
     def write(self, batch: Batch | Columns) -> None:
         """One batch in one transaction in the child; StoreError if it failed (nothing of it
         written) or the child was lost (it may have landed: the retry finds out)."""
-        columns = batch if isinstance(batch, Columns) else Columns.of(batch)
+        pieces = _pack(batch)
         if self._writes is None:
             self._start()
         assert self._writes is not None
-        self._committed, self._seq = self._ask(self._writes, ("write", columns),
+        self._committed, self._seq = self._ask(self._writes, ("write", pieces),
                                                self._committed + 1)
 
     @property
@@ -183,6 +186,38 @@ class WriterProcess:
             proc.join()
 
 
+# Rows transposed and pickled at a time. Transposing or pickling a whole batch (2,000
+# reports: about 40 and 60 ms) is one call that holds the interpreter, and the event loop
+# answering reports would wait that long; between two chunks it gets its turn.
+_CHUNK = 2048
+Packed = list[list[list[bytes]]]  # per table, per chunk of rows, a pickled column each
+
+
+def _pack(batch: Batch | Columns) -> Packed:
+    if isinstance(batch, Columns):
+        return [[[pickle.dumps(c, _PROTOCOL) for c in table]] if table else []
+                for table in batch.tables()]
+    reports = Columns.report_columns(batch)
+    packed: Packed = [[[pickle.dumps(c, _PROTOCOL) for c in reports]] if reports else []]
+    for rows in (batch.samples, batch.progress, batch.events, batch.pulls, batch.layers):
+        packed.append([[pickle.dumps(c, _PROTOCOL) for c in zip(*rows[i:i + _CHUNK],
+                                                                  strict=True)]
+                       for i in range(0, len(rows), _CHUNK)])
+    return packed
+
+
+def _unpack(packed: Packed) -> Columns:
+    tables: list[list[Column]] = []
+    for chunks in packed:
+        # From the collector that started this process, as every message on this pipe
+        # is (multiprocessing unpickles them all the same).
+        parts = [[pickle.loads(c) for c in chunk] for chunk in chunks]  # noqa: S301
+        width = len(parts[0]) if parts else 0
+        tables.append([tuple(itertools.chain.from_iterable(p[j] for p in parts))
+                       for j in range(width)])
+    return Columns(*tables)
+
+
 def _die_with(parent: int) -> None:
     """Have the kernel kill this process when the collector dies (kill -9 included), so it
     never holds the database's lock for a collector started after."""
@@ -220,7 +255,7 @@ def _child_main(writes: Connection, reads: Connection, path: str, memory_limit: 
                 if op == "close":
                     store.close()
                 else:
-                    store.write(payload)
+                    store.write(_unpack(payload))
         except StoreError as exc:
             writes.send(("error", str(exc)))
         else:

@@ -16,10 +16,11 @@ import httpx
 import pyarrow as pa
 import pytest
 
+from collector import writer as writer_module
 from collector.engine import Engine
 from collector.errors import StoreError
 from collector.export import ExportQuery
-from collector.records import Batch
+from collector.records import Batch, Columns
 from collector.store import Store
 from collector.writer import WriterProcess
 from tests.collector.process import CollectProcess
@@ -197,3 +198,18 @@ def test_a_running_collector_exports_what_its_writer_wrote(tmp_path):
     assert resp.headers["X-Rows"] == "2"
     table = pa.ipc.open_stream(resp.content).read_all()
     assert sorted(table.column("downloaded_bytes").to_pylist()) == [3_000_000, 5_000_000]
+
+
+def test_a_batch_crosses_to_the_writer_in_chunks_and_arrives_whole(monkeypatch):
+    monkeypatch.setattr(writer_module, "_CHUNK", 3)  # 7 reports' rows: chunks of 3, 3, 1
+    engine = Engine()
+    outs = [engine.ingest(report(f"n{n}", t, pull("app:1", 0, layer(digest(n), 1_000 * t,
+                                                                     10_000))))
+            for t in range(1, 3) for n in range(4)]
+    batch = Batch.of(outs[:7])
+    assert len(batch.samples) == 7
+    assert writer_module._unpack(writer_module._pack(batch)) == Columns.of(batch)
+    empty = Batch.of([])
+    assert writer_module._unpack(writer_module._pack(empty)) == Columns.of(empty)
+    columns = Columns.of(batch)
+    assert writer_module._unpack(writer_module._pack(columns)) == columns
