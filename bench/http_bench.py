@@ -3,7 +3,7 @@
     python -m bench.http_bench [--agents 200 --agents 2000 ...] [--duration 10]
 
 For each N: a fresh ``python -m collector.cli collect`` on a DuckDB file in a temporary
-folder, and the load generator (:mod:`bench.loadgen`, a process of its own) playing N agents
+folder (and at N=2,000 once more with ``--no-journal``, answering after the database commit), and the load generator (:mod:`bench.loadgen`, a process of its own) playing N agents
 of a rollout fleet; then the same load against the limit, :mod:`bench.null_server` (the same
 aiohttp stack answering 200 at once). Reports/s and samples/s answered over the run (from
 the first report sent to the last answer: a collector that falls behind answers a whole
@@ -130,7 +130,28 @@ def run(results: Results, levels: tuple[int, ...], timing: Timing) -> dict[int, 
             add_rows(results, agents, real, empty)
             found[agents] = real
             results.details[f"http_{agents}"] = {"collector": real, "empty": empty}
+        if P99_TARGET_AGENTS in found:
+            no_journal(results, found[P99_TARGET_AGENTS], timing, Path(tmp))
     return found
+
+
+def no_journal(results: Results, real: dict[str, Any], timing: Timing, tmp: Path) -> None:
+    """The same load at the p99 target's N against ``collect --no-journal``: every report
+    answered only after its database commit (what the journal takes out of the wait)."""
+    agents = P99_TARGET_AGENTS
+    collector = start_collector(tmp, f"collector-{agents}-no-journal", ("--no-journal",))
+    try:
+        slow = run_load(collector, timing.load(agents))
+    finally:
+        collector.stop()
+    print(f"  N={agents}, --no-journal")
+    print(describe("collector", slow))
+    lat = slow["latency"]
+    low = " (lower bound)" if slow["unanswered"] else ""
+    results.add(Row("3 http", f"N={agents}: p99 latency, --no-journal{low}", lat["p99"], "ms",
+                    scale=1e-3, limit=real["latency"]["p99"], limit_name="with the journal",
+                    note=f"{slow['reports_per_s']:,.0f} reports/s, p50 {ms(lat['p50'])}"))
+    results.details[f"http_{agents}_no_journal"] = slow
 
 
 def main() -> None:
