@@ -3,8 +3,9 @@
     python -m bench.http_bench [--agents 200 --agents 2000 ...] [--duration 10]
 
 For each N: a fresh ``python -m collector.cli collect`` on a DuckDB file in a temporary
-folder (and at N=2,000 once more with ``--no-journal``, answering after the database commit), and the load generator (:mod:`bench.loadgen`, a process of its own) playing N agents
-of a rollout fleet; then the same load against the limit, :mod:`bench.null_server` (the same
+folder, and the load generator (:mod:`bench.loadgen`, a process of its own) playing N agents
+of a rollout fleet (at N=2,000 once more against ``collect --no-journal``, which answers
+after the database commit); then the same load against the limit, :mod:`bench.null_server` (the same
 aiohttp stack answering 200 at once). Reports/s and samples/s answered over the run (from
 the first report sent to the last answer: a collector that falls behind answers a whole
 group commit at a time), the latency of the reports due in the measured window from the
