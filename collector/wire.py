@@ -75,6 +75,11 @@ _MAX_SECONDS = MAX_TIME_NS // NS
 # those of its finished layers. Bounded: emptied when full.
 _TIMES: dict[str, int] = {}
 _TIMES_MAX = 8192
+# Media types, one object each: a handful of them fill every layer of every report, and
+# rows that share the object cross to the database writer once per batch (pickle's memo)
+# instead of once per row. Bounded: the names come from the network.
+_MEDIA: dict[str, str] = {}
+_MEDIA_MAX = 256
 
 
 # A layer is built by setting its slots one by one, as the dataclass's own __init__ does,
@@ -204,6 +209,12 @@ def _layer(raw: _Layer, check: bool) -> LayerState:
     media = raw.media_type
     if media is None:
         media = ""
+    else:
+        known_media = _MEDIA.get(media)
+        if known_media is not None:
+            media = known_media
+        elif len(_MEDIA) < _MEDIA_MAX:
+            _MEDIA[media] = media
     if check:
         _name(digest)
         _name(media)

@@ -213,6 +213,25 @@ def test_the_caches_of_times_stay_bounded():
     assert 0 < len(timefmt._FORMATTED) <= timefmt._FORMATTED_MAX
 
 
+def test_a_media_type_is_one_object_across_reports_and_the_cache_stays_bounded(monkeypatch):
+    monkeypatch.setattr(wire, "_MEDIA", {})
+    monkeypatch.setattr(wire, "_MEDIA_MAX", 3)
+
+    def media_of(mt: str, node: str = "n") -> str:
+        body = (f'{{"nodeName":"{node}","timestamp":"{format_rfc3339(T)}","pulls":[{{'
+                f'"imageRef":"app:1","layers":[{{"digest":"sha256:{"a" * 64}",'
+                f'"mediaType":"{mt}","totalBytes":10,"downloadedBytes":1}}]}}]}}')
+        (layer,) = parse_report(body).pulls[0].layers
+        assert layer.media_type == mt
+        return layer.media_type
+
+    first = media_of("application/vnd.oci.image.layer.v1.tar+gzip")
+    assert media_of("application/vnd.oci.image.layer.v1.tar+gzip", "m") is first
+    for i in range(5):  # more names than the cache holds: decoded all the same
+        media_of(f"x/{i}")
+    assert len(wire._MEDIA) == 3
+
+
 # --- encoding -----------------------------------------------------------------------------
 
 
