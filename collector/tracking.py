@@ -52,6 +52,9 @@ class Layer:
     restarts: int = 0
     checked_at: int = 0  # stall rule evaluated up to here
     stalled_since: int | None = None
+    # A finished layer's status never changes again (nothing moves a layer out of
+    # completed, cached or failed), so its view is built once and shared by every snapshot.
+    view: LayerStatus | None = None
 
     @property
     def active(self) -> bool:
@@ -119,24 +122,38 @@ class Pull:
         speed: float | None = None
         unsized = False  # a layer still coming whose size is unknown
         layers = []
+        pid = self.id
         for layer in self.layers.values():
             status = layer.status
-            total += layer.total
+            size = layer.total
+            total += size
             if status is _CACHED:
-                cached += layer.total
+                cached += size
             else:
                 downloaded += layer.downloaded
             if status is _DOWNLOADING or status is _STALLED:
                 if layer.total_known:
-                    remaining += max(layer.total - layer.downloaded, 0)
+                    remaining += max(size - layer.downloaded, 0)
+                    percent = (min(100.0, layer.downloaded * 100.0 / size) if size > 0
+                               else None)
                 else:
                     unsized = True
+                    percent = None
                 rate = layer.window.rate(now)
                 if rate is not None and not finished:
                     speed = rate if speed is None else speed + rate
-            elif status is _COMPLETED or status is _CACHED:
+                layers.append(LayerStatus(
+                    pid, layer.digest, layer.media_type, size, layer.downloaded, rate,
+                    percent,
+                    layer.started_at if layer.started_at is not None else layer.first_seen,
+                    layer.completed_at, layer.total_known, status))
+                continue
+            if status is _COMPLETED or status is _CACHED:
                 done += 1
-            layers.append(self.layer_status(layer, now))
+            view = layer.view
+            if view is None:
+                view = layer.view = self.layer_status(layer, now)
+            layers.append(view)
         # A layer of unknown size makes the share unknown too: its bytes would count against
         # a total that leaves it out.
         percent = 100.0 if self.status is PullStatusKind.COMPLETED else (
