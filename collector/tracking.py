@@ -185,10 +185,11 @@ class Pull:
         return row
 
     def sample_row(self, layer: Layer, now: int, updated_at: int, gained: int) -> Sample:
+        status = layer.status
         row: Sample = _row(Sample, (
             now, updated_at, self.key[0], self.id, self.image_ref, layer.digest,
-            layer.media_type, layer.status._value_, layer.downloaded, layer.total, gained,
-            layer.rate(now)))
+            layer.media_type, status._value_, layer.downloaded, layer.total, gained,
+            layer.window.rate(now) if status is _DOWNLOADING or status is _STALLED else None))
         return row
 
     def pull_row(self, status: PullStatus) -> PullRow:
