@@ -341,16 +341,32 @@ class Engine:
         pull.image_ref = state.image_ref
         pull.total_known = pull.total_known or state.total_known
         listed: set[str] = set()
+        samples = out.samples
+        node, pid, ref = pull.key[0], pull.id, pull.image_ref
         for ls in state.layers:
-            listed.add(ls.digest)
-            layer = pull.layers.get(ls.digest)
+            digest = ls.digest
+            listed.add(digest)
+            layer = pull.layers.get(digest)
             if layer is None:
                 window = RateWindow(self.config.rate_window_ns, self.config.stall_after_ns,
                                     self.config.step_grace)
-                layer = Layer(digest=ls.digest, media_type=ls.media_type, window=window,
+                layer = Layer(digest=digest, media_type=ls.media_type, window=window,
                               first_seen=now, started_at=ls.started_at, checked_at=now)
-                pull.layers[ls.digest] = layer
-                pending.add(pull, EventType.LAYER_STARTED, now, ls.digest)
+                pull.layers[digest] = layer
+                pending.add(pull, EventType.LAYER_STARTED, now, digest)
+            else:
+                status = layer.status
+                if status is not _DOWNLOADING and status is not _STALLED:
+                    # A finished layer's figures never change again (and most layers a
+                    # report lists are finished ones): its sample is made here, with no
+                    # rate window and no call per layer.
+                    layer.last_seen = now
+                    updated = ls.updated_at
+                    samples.append(_row(Sample, (
+                        now, now if updated is None or updated > now else updated, node, pid,
+                        ref, digest, layer.media_type, status._value_, layer.downloaded,
+                        layer.total, 0, None)))
+                    continue
             self._update_layer(pull, layer, ls, now, out, pending)
         failed: Layer | None = None
         moving = False
@@ -403,19 +419,11 @@ class Engine:
 
     def _update_layer(self, pull: Pull, layer: Layer, ls: LayerState, now: int, out: Output,
                       pending: _Pending) -> None:
+        """A layer still downloading, as ``ls`` reports it (finished ones: see _apply)."""
         # A layer cannot have changed after the report was taken; a later updatedAt is a
         # broken clock and would freeze the layer's rate window in the future.
         updated = ls.updated_at
         ts = now if updated is None or updated > now else updated
-        status = layer.status
-        if status is not _DOWNLOADING and status is not _STALLED:
-            # A finished layer's figures never change again (and most layers a report lists
-            # are finished ones): its sample needs no rate window, nor a call per field.
-            layer.last_seen = now
-            out.samples.append(_row(Sample, (
-                now, ts, pull.key[0], pull.id, pull.image_ref, layer.digest, layer.media_type,
-                status._value_, layer.downloaded, layer.total, 0, None)))
-            return
         gained = 0
         if ls.media_type:
             layer.media_type = ls.media_type
@@ -524,7 +532,7 @@ class Engine:
             status = snapshots[pull.id] = pull.status_at(at)
             out.progress.append(pull.progress_row(status, at))
             out.pulls.append(pull.pull_row(status))
-            layers += [pull.layer_row(layer) for layer in pull.layers.values()]
+            layers += pull.layer_rows()
         # Every touched pull gets one pull.* event; a lifecycle one stands in for progress.
         announced: set[str] = set()
         for pull, kind, ts, digest in pending.events:

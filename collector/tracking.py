@@ -204,10 +204,11 @@ class Pull:
             self.peak_bps, status.layer_count, status.layers_done, self.error))
         return row
 
-    def layer_row(self, layer: Layer) -> LayerRow:
-        row: LayerRow = _row(LayerRow, (
-            self.id, layer.digest, self.key[0], self.image_ref, layer.media_type,
-            layer.status._value_, layer.total, layer.downloaded, layer.fetched,
-            layer.started_at, layer.first_seen, layer.first_byte_at, layer.completed_at,
-            layer.last_seen, layer.restarts))
-        return row
+    def layer_rows(self) -> list[LayerRow]:
+        """The stored row of each of its layers, in order."""
+        pid, node, ref = self.id, self.key[0], self.image_ref
+        return [_row(LayerRow, (
+            pid, layer.digest, node, ref, layer.media_type, layer.status._value_,
+            layer.total, layer.downloaded, layer.fetched, layer.started_at, layer.first_seen,
+            layer.first_byte_at, layer.completed_at, layer.last_seen, layer.restarts))
+            for layer in self.layers.values()]
