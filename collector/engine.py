@@ -201,6 +201,16 @@ class Engine:
     def _advance(self, now: int, out: Output, skip: str | None) -> None:
         if now <= self.now:
             return
+        if self._due and self._due[0][0] <= now:
+            self._visit_due(now, out, skip)
+        self.now = now
+        self._expire(now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + _NODE_SWEEP_NS
+            self._forget_idle_nodes(now)
+
+    def _visit_due(self, now: int, out: Output, skip: str | None) -> None:
+        """Look at the nodes due by ``now``: stale ones end, the others' stalls are checked."""
         pending = _Pending()
         visited: list[str] = []
         while self._due and self._due[0][0] <= now:
@@ -218,11 +228,6 @@ class Engine:
         for node in visited:
             self._schedule(node)
         self._flush_lifecycle(pending, out)
-        self.now = now
-        self._expire(now)
-        if now >= self._next_sweep:
-            self._next_sweep = now + _NODE_SWEEP_NS
-            self._forget_idle_nodes(now)
 
     def _schedule(self, node: str) -> None:
         """Put ``node`` on the heap for the earlier of its stale deadline and its next
@@ -341,12 +346,12 @@ class Engine:
         pull.image_ref = state.image_ref
         pull.total_known = pull.total_known or state.total_known
         listed: set[str] = set()
-        samples = out.samples
+        list_layer, find, add_sample = listed.add, pull.layers.get, out.samples.append
         node, pid, ref = pull.key[0], pull.id, pull.image_ref
         for ls in state.layers:
             digest = ls.digest
-            listed.add(digest)
-            layer = pull.layers.get(digest)
+            list_layer(digest)
+            layer = find(digest)
             if layer is None:
                 window = RateWindow(self.config.rate_window_ns, self.config.stall_after_ns,
                                     self.config.step_grace)
@@ -362,7 +367,7 @@ class Engine:
                     # rate window and no call per layer.
                     layer.last_seen = now
                     updated = ls.updated_at
-                    samples.append(_row(Sample, (
+                    add_sample(_row(Sample, (
                         now, now if updated is None or updated > now else updated, node, pid,
                         ref, digest, layer.media_type, status._value_, layer.downloaded,
                         layer.total, 0, None)))
@@ -450,6 +455,7 @@ class Engine:
                 layer.downloaded = nbytes
             gained = added.gained
             layer.fetched += gained
+            pull.fetched += gained
             if gained and layer.first_byte_at is None:
                 layer.first_byte_at = ts
             if done:
@@ -467,6 +473,7 @@ class Engine:
         gained = max(layer.total - layer.downloaded, 0) if layer.total_known else 0
         layer.downloaded += gained
         layer.fetched += gained
+        pull.fetched += gained
         if gained and layer.first_byte_at is None:
             layer.first_byte_at = now
         layer.status = LayerStatusKind.COMPLETED

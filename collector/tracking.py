@@ -81,6 +81,7 @@ class Pull:
     completed_at: int | None = None
     last_seen: int = 0
     peak_bps: float | None = None
+    fetched: int = 0  # its layers' fetched bytes, summed as they come
 
     @property
     def node(self) -> str:
@@ -194,13 +195,10 @@ class Pull:
 
     def pull_row(self, status: PullStatus) -> PullRow:
         """The stored row of ``status`` (this pull's :meth:`status_at`)."""
-        fetched = 0
-        for layer in self.layers.values():
-            fetched += layer.fetched
         row: PullRow = _row(PullRow, (
             self.id, self.key[0], self.image_ref, self.image_digest, self.status._value_,
             self.key[2], self.completed_at, self.first_seen, self.last_seen,
-            status.total_bytes, status.downloaded_bytes, status.cached_bytes, fetched,
+            status.total_bytes, status.downloaded_bytes, status.cached_bytes, self.fetched,
             self.peak_bps, status.layer_count, status.layers_done, self.error))
         return row
 
