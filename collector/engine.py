@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from collector.model import (
     PENDING_IMAGE_REF,
@@ -27,7 +28,7 @@ from collector.model import (
     PullStatusKind,
 )
 from collector.rates import RateWindow, Step
-from collector.records import Output
+from collector.records import Output, Sample
 from collector.timefmt import NS
 from collector.tracking import Layer, Pull, PullKey, pull_id
 
@@ -35,6 +36,10 @@ from collector.tracking import Layer, Pull, PullKey, pull_id
 INGEST_REF = re.compile(r"^(layer|manifest|config|index|unknown)-[a-z0-9]+:[0-9a-f]+$")
 _FINISHED_KEYS_KEEP = 24 * 3600 * NS
 _NODE_SWEEP_NS = 60 * NS
+_DOWNLOADING, _STALLED = LayerStatusKind.DOWNLOADING, LayerStatusKind.STALLED
+_FAILED = LayerStatusKind.FAILED
+# Rows are made from a tuple of their fields in order (see collector.tracking).
+_row: Any = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +201,16 @@ class Engine:
     def _advance(self, now: int, out: Output, skip: str | None) -> None:
         if now <= self.now:
             return
+        if self._due and self._due[0][0] <= now:
+            self._visit_due(now, out, skip)
+        self.now = now
+        self._expire(now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + _NODE_SWEEP_NS
+            self._forget_idle_nodes(now)
+
+    def _visit_due(self, now: int, out: Output, skip: str | None) -> None:
+        """Look at the nodes due by ``now``: stale ones end, the others' stalls are checked."""
         pending = _Pending()
         visited: list[str] = []
         while self._due and self._due[0][0] <= now:
@@ -213,11 +228,6 @@ class Engine:
         for node in visited:
             self._schedule(node)
         self._flush_lifecycle(pending, out)
-        self.now = now
-        self._expire(now)
-        if now >= self._next_sweep:
-            self._next_sweep = now + _NODE_SWEEP_NS
-            self._forget_idle_nodes(now)
 
     def _schedule(self, node: str) -> None:
         """Put ``node`` on the heap for the earlier of its stale deadline and its next
@@ -336,26 +346,43 @@ class Engine:
         pull.image_ref = state.image_ref
         pull.total_known = pull.total_known or state.total_known
         listed: set[str] = set()
+        list_layer, find, add_sample = listed.add, pull.layers.get, out.samples.append
+        node, pid, ref = pull.key[0], pull.id, pull.image_ref
         for ls in state.layers:
-            listed.add(ls.digest)
-            layer = pull.layers.get(ls.digest)
+            digest = ls.digest
+            list_layer(digest)
+            layer = find(digest)
             if layer is None:
                 window = RateWindow(self.config.rate_window_ns, self.config.stall_after_ns,
                                     self.config.step_grace)
-                layer = Layer(digest=ls.digest, media_type=ls.media_type, window=window,
+                layer = Layer(digest=digest, media_type=ls.media_type, window=window,
                               first_seen=now, started_at=ls.started_at, checked_at=now)
-                pull.layers[ls.digest] = layer
-                pending.add(pull, EventType.LAYER_STARTED, now, ls.digest)
+                pull.layers[digest] = layer
+                pending.add(pull, EventType.LAYER_STARTED, now, digest)
+            else:
+                status = layer.status
+                if status is not _DOWNLOADING and status is not _STALLED:
+                    # A finished layer's figures never change again (and most layers a
+                    # report lists are finished ones): its sample is made here, with no
+                    # rate window and no call per layer.
+                    layer.last_seen = now
+                    updated = ls.updated_at
+                    add_sample(_row(Sample, (
+                        now, now if updated is None or updated > now else updated, node, pid,
+                        ref, digest, layer.media_type, status._value_, layer.downloaded,
+                        layer.total, 0, None)))
+                    continue
             self._update_layer(pull, layer, ls, now, out, pending)
         failed: Layer | None = None
         moving = False
         for layer in pull.layers.values():
-            if layer.active:
+            status = layer.status
+            if status is _DOWNLOADING or status is _STALLED:
                 if layer.digest in listed:
                     moving = True
                 else:
                     self._complete_layer(pull, layer, now, out, pending)
-            elif failed is None and layer.status is LayerStatusKind.FAILED:
+            elif failed is None and status is _FAILED:
                 failed = layer
         if state.error or failed is not None:
             pull.error = state.error or (
@@ -397,46 +424,48 @@ class Engine:
 
     def _update_layer(self, pull: Pull, layer: Layer, ls: LayerState, now: int, out: Output,
                       pending: _Pending) -> None:
+        """A layer still downloading, as ``ls`` reports it (finished ones: see _apply)."""
         # A layer cannot have changed after the report was taken; a later updatedAt is a
         # broken clock and would freeze the layer's rate window in the future.
-        ts = min(ls.updated_at, now) if ls.updated_at is not None else now
+        updated = ls.updated_at
+        ts = now if updated is None or updated > now else updated
         gained = 0
-        if layer.active:
-            if ls.media_type:
-                layer.media_type = ls.media_type
-            if ls.total_known or ls.total_bytes > layer.total:
-                layer.total = ls.total_bytes
-            layer.total_known = layer.total_known or ls.total_known
-            if ls.state is LayerPhase.FAILED:
-                layer.status = LayerStatusKind.FAILED
-                layer.completed_at = now
-            elif ls.state is LayerPhase.CACHED and layer.fetched == 0:
-                layer.status = LayerStatusKind.CACHED
-                layer.downloaded = layer.total
-                layer.completed_at = now
-                pending.add(pull, EventType.LAYER_COMPLETED, now, layer.digest)
-            else:
-                done = ls.state in (LayerPhase.COMPLETED, LayerPhase.CACHED)
-                nbytes = ls.downloaded_bytes
-                if done and layer.total_known:
-                    nbytes = max(nbytes, layer.total)
-                added = layer.window.add(ts, nbytes)
-                if added.step is Step.RESTART:
-                    layer.restarts += 1
-                if added.step is not Step.IGNORED:
-                    layer.downloaded = nbytes
-                gained = added.gained
-                layer.fetched += gained
-                if gained and layer.first_byte_at is None:
-                    layer.first_byte_at = ts
-                if done:
-                    layer.status = LayerStatusKind.COMPLETED
-                    layer.completed_at = ts
-                    pending.add(pull, EventType.LAYER_COMPLETED, ts, layer.digest)
-                elif gained:
-                    pending.add(pull, EventType.LAYER_PROGRESS, ts, layer.digest)
+        if ls.media_type:
+            layer.media_type = ls.media_type
+        if ls.total_known or ls.total_bytes > layer.total:
+            layer.total = ls.total_bytes
+        layer.total_known = layer.total_known or ls.total_known
+        if ls.state is LayerPhase.FAILED:
+            layer.status = LayerStatusKind.FAILED
+            layer.completed_at = now
+        elif ls.state is LayerPhase.CACHED and layer.fetched == 0:
+            layer.status = LayerStatusKind.CACHED
+            layer.downloaded = layer.total
+            layer.completed_at = now
+            pending.add(pull, EventType.LAYER_COMPLETED, now, layer.digest)
+        else:
+            done = ls.state is LayerPhase.COMPLETED or ls.state is LayerPhase.CACHED
+            nbytes = ls.downloaded_bytes
+            if done and layer.total_known:
+                nbytes = max(nbytes, layer.total)
+            added = layer.window.add(ts, nbytes)
+            if added.step is Step.RESTART:
+                layer.restarts += 1
+            if added.step is not Step.IGNORED:
+                layer.downloaded = nbytes
+            gained = added.gained
+            layer.fetched += gained
+            pull.fetched += gained
+            if gained and layer.first_byte_at is None:
+                layer.first_byte_at = ts
+            if done:
+                layer.status = LayerStatusKind.COMPLETED
+                layer.completed_at = ts
+                pending.add(pull, EventType.LAYER_COMPLETED, ts, layer.digest)
+            elif gained:
+                pending.add(pull, EventType.LAYER_PROGRESS, ts, layer.digest)
         layer.last_seen = now
-        out.samples.append(pull.sample_row(layer, now, min(ts, now), gained))
+        out.samples.append(pull.sample_row(layer, now, ts, gained))
 
     def _complete_layer(self, pull: Pull, layer: Layer, now: int, out: Output,
                         pending: _Pending) -> None:
@@ -444,6 +473,7 @@ class Engine:
         gained = max(layer.total - layer.downloaded, 0) if layer.total_known else 0
         layer.downloaded += gained
         layer.fetched += gained
+        pull.fetched += gained
         if gained and layer.first_byte_at is None:
             layer.first_byte_at = now
         layer.status = LayerStatusKind.COMPLETED
@@ -455,35 +485,44 @@ class Engine:
     def _check_stalls(self, node: str, now: int, pending: _Pending) -> None:
         cfg = self.config
         due: int | None = None
-        for pull in list(self._active.get(node, {}).values()):
+        for pull in self._active.get(node, {}).values():
             onsets: list[int] = []
+            moving = stalled = 0
             for layer in pull.layers.values():
-                if layer.status is LayerStatusKind.DOWNLOADING:
+                status = layer.status
+                if status is _DOWNLOADING:
                     onset = layer.window.stall_onset(layer.checked_at, now, cfg.stall_after_ns,
                                                      cfg.stall_floor_bps)
                     if onset is not None:
-                        layer.status = LayerStatusKind.STALLED
+                        layer.status = _STALLED
                         layer.stalled_since = onset
                         pending.add(pull, EventType.LAYER_STALLED, onset, layer.digest)
-                elif layer.status is LayerStatusKind.STALLED and not layer.window.is_slow(
-                        now, cfg.stall_after_ns, cfg.stall_floor_bps):
-                    layer.status = LayerStatusKind.DOWNLOADING
-                    layer.stalled_since = None
-                    pending.add(pull, EventType.LAYER_PROGRESS, now, layer.digest)
+                elif status is _STALLED:
+                    if not layer.window.is_slow(now, cfg.stall_after_ns, cfg.stall_floor_bps):
+                        layer.status = _DOWNLOADING
+                        layer.stalled_since = None
+                        pending.add(pull, EventType.LAYER_PROGRESS, now, layer.digest)
+                else:
+                    # Finished: never looked at by the stall rule again. A layer that
+                    # finished while stalled still dates the pull's stall.
+                    if layer.stalled_since is not None:
+                        onsets.append(layer.stalled_since)
+                    continue
+                moving += 1
                 layer.checked_at = max(layer.checked_at, now)
+                if layer.status is _STALLED:
+                    stalled += 1
                 if layer.stalled_since is not None:
                     onsets.append(layer.stalled_since)
-                elif layer.status is LayerStatusKind.DOWNLOADING:
+                elif layer.status is _DOWNLOADING:
                     nxt = layer.window.next_onset_candidate(layer.checked_at, cfg.stall_after_ns)
                     if nxt is not None and (due is None or nxt < due):
                         due = nxt
-            moving = [layer for layer in pull.layers.values() if layer.active]
-            stalled = bool(moving) and all(
-                layer.status is LayerStatusKind.STALLED for layer in moving)
-            if stalled and pull.status is PullStatusKind.ACTIVE:
+            is_stalled = moving > 0 and stalled == moving
+            if is_stalled and pull.status is PullStatusKind.ACTIVE:
                 pull.status = PullStatusKind.STALLED
                 pending.add(pull, EventType.PULL_STALLED, max(onsets))
-            elif not stalled and pull.status is PullStatusKind.STALLED:
+            elif not is_stalled and pull.status is PullStatusKind.STALLED:
                 pull.status = PullStatusKind.ACTIVE
                 pending.add(pull, EventType.PULL_PROGRESS, now)
         # No candidate: nothing can stall until this node reports again.
@@ -500,7 +539,7 @@ class Engine:
             status = snapshots[pull.id] = pull.status_at(at)
             out.progress.append(pull.progress_row(status, at))
             out.pulls.append(pull.pull_row(status))
-            layers += [pull.layer_row(layer) for layer in pull.layers.values()]
+            layers += pull.layer_rows()
         # Every touched pull gets one pull.* event; a lifecycle one stands in for progress.
         announced: set[str] = set()
         for pull, kind, ts, digest in pending.events:

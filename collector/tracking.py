@@ -52,6 +52,9 @@ class Layer:
     restarts: int = 0
     checked_at: int = 0  # stall rule evaluated up to here
     stalled_since: int | None = None
+    # A finished layer's status never changes again (nothing moves a layer out of
+    # completed, cached or failed), so its view is built once and shared by every snapshot.
+    view: LayerStatus | None = None
 
     @property
     def active(self) -> bool:
@@ -78,6 +81,7 @@ class Pull:
     completed_at: int | None = None
     last_seen: int = 0
     peak_bps: float | None = None
+    fetched: int = 0  # its layers' fetched bytes, summed as they come
 
     @property
     def node(self) -> str:
@@ -119,24 +123,38 @@ class Pull:
         speed: float | None = None
         unsized = False  # a layer still coming whose size is unknown
         layers = []
+        pid = self.id
         for layer in self.layers.values():
             status = layer.status
-            total += layer.total
+            size = layer.total
+            total += size
             if status is _CACHED:
-                cached += layer.total
+                cached += size
             else:
                 downloaded += layer.downloaded
             if status is _DOWNLOADING or status is _STALLED:
                 if layer.total_known:
-                    remaining += max(layer.total - layer.downloaded, 0)
+                    remaining += max(size - layer.downloaded, 0)
+                    percent = (min(100.0, layer.downloaded * 100.0 / size) if size > 0
+                               else None)
                 else:
                     unsized = True
+                    percent = None
                 rate = layer.window.rate(now)
                 if rate is not None and not finished:
                     speed = rate if speed is None else speed + rate
-            elif status is _COMPLETED or status is _CACHED:
+                layers.append(LayerStatus(
+                    pid, layer.digest, layer.media_type, size, layer.downloaded, rate,
+                    percent,
+                    layer.started_at if layer.started_at is not None else layer.first_seen,
+                    layer.completed_at, layer.total_known, status))
+                continue
+            if status is _COMPLETED or status is _CACHED:
                 done += 1
-            layers.append(self.layer_status(layer, now))
+            view = layer.view
+            if view is None:
+                view = layer.view = self.layer_status(layer, now)
+            layers.append(view)
         # A layer of unknown size makes the share unknown too: its bytes would count against
         # a total that leaves it out.
         percent = 100.0 if self.status is PullStatusKind.COMPLETED else (
@@ -168,28 +186,27 @@ class Pull:
         return row
 
     def sample_row(self, layer: Layer, now: int, updated_at: int, gained: int) -> Sample:
+        status = layer.status
         row: Sample = _row(Sample, (
             now, updated_at, self.key[0], self.id, self.image_ref, layer.digest,
-            layer.media_type, layer.status._value_, layer.downloaded, layer.total, gained,
-            layer.rate(now)))
+            layer.media_type, status._value_, layer.downloaded, layer.total, gained,
+            layer.window.rate(now) if status is _DOWNLOADING or status is _STALLED else None))
         return row
 
     def pull_row(self, status: PullStatus) -> PullRow:
         """The stored row of ``status`` (this pull's :meth:`status_at`)."""
-        fetched = 0
-        for layer in self.layers.values():
-            fetched += layer.fetched
         row: PullRow = _row(PullRow, (
             self.id, self.key[0], self.image_ref, self.image_digest, self.status._value_,
             self.key[2], self.completed_at, self.first_seen, self.last_seen,
-            status.total_bytes, status.downloaded_bytes, status.cached_bytes, fetched,
+            status.total_bytes, status.downloaded_bytes, status.cached_bytes, self.fetched,
             self.peak_bps, status.layer_count, status.layers_done, self.error))
         return row
 
-    def layer_row(self, layer: Layer) -> LayerRow:
-        row: LayerRow = _row(LayerRow, (
-            self.id, layer.digest, self.key[0], self.image_ref, layer.media_type,
-            layer.status._value_, layer.total, layer.downloaded, layer.fetched,
-            layer.started_at, layer.first_seen, layer.first_byte_at, layer.completed_at,
-            layer.last_seen, layer.restarts))
-        return row
+    def layer_rows(self) -> list[LayerRow]:
+        """The stored row of each of its layers, in order."""
+        pid, node, ref = self.id, self.key[0], self.image_ref
+        return [_row(LayerRow, (
+            pid, layer.digest, node, ref, layer.media_type, layer.status._value_,
+            layer.total, layer.downloaded, layer.fetched, layer.started_at, layer.first_seen,
+            layer.first_byte_at, layer.completed_at, layer.last_seen, layer.restarts))
+            for layer in self.layers.values()]
