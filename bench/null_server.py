@@ -1,5 +1,6 @@
-"""The HTTP limit: the collector's server stack (aiohttp, same app and runner settings)
-with a report handler that reads the body and answers 200 without doing anything.
+"""The HTTP limit: the collector's server stack (the lean report path of
+:mod:`collector.intake` in front of aiohttp, the same settings) with a report endpoint that
+takes the body and answers 200 without doing anything.
 
     python -m bench.null_server [--listen 127.0.0.1:0] [--loop auto|asyncio|uvloop]
 
@@ -18,8 +19,25 @@ import signal
 from aiohttp import web
 
 from collector import runtime
+from collector.intake import OK, Answer
 from collector.limits import Limits
-from collector.server import parse_addr
+from collector.server import listen_intake, parse_addr
+
+
+class EmptyEndpoint:
+    """Takes every report and does nothing with it."""
+
+    def authorize(self, header: str | None) -> Answer | None:
+        return None
+
+    def take(self, body: bytes) -> Answer | asyncio.Future[None]:
+        return OK
+
+    def wait(self, committed: asyncio.Future[None]) -> asyncio.TimerHandle:
+        raise AssertionError("never waits")
+
+    def outcome(self, committed: asyncio.Future[None]) -> Answer:
+        return OK
 
 
 async def serve(listen: tuple[str, int]) -> None:
@@ -29,17 +47,16 @@ async def serve(listen: tuple[str, int]) -> None:
 
     app = web.Application(client_max_size=Limits().max_body)
     app.router.add_post("/api/v1/report", report)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, listen[0], listen[1], reuse_address=True)
-    await site.start()
-    host, port = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
+    runner, listener, intake, (host, port) = await listen_intake(
+        app, EmptyEndpoint(), Limits().max_body, listen, "--listen")
     print(f"listening http://{host}:{port} ({runtime.current_loop_name()})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    listener.close()
+    await intake.drain()
     await runner.cleanup()
 
 

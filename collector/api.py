@@ -8,7 +8,6 @@ while the collector follows as many pulls as it may.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import time
@@ -16,27 +15,19 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from collector.errors import CapacityError, ReportError
 from collector.export import add_export_route
+from collector.intake import Answer, ReportEndpoint
 from collector.limits import Limits
-from collector.model import check_clock, parse_report
 from collector.service import Collector
 
 log = logging.getLogger("pulltrace.api")
 
-RETRY_AFTER = "5"  # seconds, on a 503 for the active-pull cap
 SSE_SLICE = 64 << 10  # bytes written to an event-stream client at a time
-COMMIT_WAIT = 30.0  # seconds a report waits for its commit before the answer is 503
 COLLECTOR_KEY = web.AppKey("collector", Collector)
 
 
 def _text(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message + "\n")
-
-
-def _give_up(committed: asyncio.Future[None]) -> None:
-    if not committed.done():
-        committed.set_exception(TimeoutError())
 
 
 class ReportGate:
@@ -73,25 +64,38 @@ class ReportGate:
         return True
 
 
+def report_gate(collector: Collector, token: str | None) -> ReportGate:
+    return ReportGate(token, min_gap_ns=collector.limits.min_report_gap_ns)
+
+
+def _response(answer: Answer) -> web.Response:
+    headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
+    if not answer.text:
+        return web.Response(status=answer.status, headers=headers)
+    return web.Response(status=answer.status, text=answer.text + "\n", headers=headers)
+
+
 def build_app(collector: Collector, token: str | None = None,
-              gate: ReportGate | None = None) -> web.Application:
+              gate: ReportGate | None = None,
+              endpoint: ReportEndpoint | None = None) -> web.Application:
+    """The API; ``endpoint`` shares its gate with the lean report path in front of it."""
     limits = collector.limits
-    gate = gate or ReportGate(token, min_gap_ns=limits.min_report_gap_ns)
+    endpoint = endpoint or ReportEndpoint(collector, gate or report_gate(collector, token))
     app = web.Application(client_max_size=limits.max_body)
     app[COLLECTOR_KEY] = collector
     metrics = collector.metrics
 
     async def report(request: web.Request) -> web.Response:
-        if not gate.authorized(request.headers.get("Authorization")):
-            metrics.reports_dropped.labels("unauthorized").inc()
-            return _text(401, "unauthorized: send 'Authorization: Bearer <token>'")
+        # The lean path (collector.intake) answers plain posts; these are the others:
+        # chunked or compressed bodies, oversized ones, and what a test sends here directly.
+        refused = endpoint.authorize(request.headers.get("Authorization"))
+        if refused is not None:
+            return _response(refused)
         try:
             # The whole body, however it arrives (chunked, in pieces); over the cap: 413.
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            metrics.reports_dropped.labels("too_large").inc()
-            return _text(413, f"report body over {limits.max_body} bytes; send fewer pulls "
-                              "per report")
+            return _response(endpoint.too_large())
         except web.RequestPayloadError:
             # aiohttp decompresses as Content-Encoding says; a body that is not so encoded
             # would otherwise be a 500.
@@ -100,38 +104,17 @@ def build_app(collector: Collector, token: str | None = None,
             return _text(400, f"invalid report: the body does not decode as its "
                               f"Content-Encoding ({encoding!r}) says; send it uncompressed, "
                               "or compressed that way")
+        answer = endpoint.take(body)
+        if isinstance(answer, Answer):
+            return _response(answer)
+        timer = endpoint.wait(answer)
         try:
-            parsed = parse_report(body)
-            check_clock(parsed, collector.clock())
-        except ReportError as exc:
-            metrics.reports_dropped.labels("invalid").inc()
-            return _text(400, f"invalid report: {exc}")
-        if (layers := sum(len(p.layers) for p in parsed.pulls)) > limits.max_layers:
-            metrics.reports_dropped.labels("too_many_layers").inc()
-            return _text(413, f"report lists {layers} layers, over the cap of "
-                              f"{limits.max_layers} (the collector's --max-layers)")
-        if not gate.admit(parsed.node_name):
-            metrics.reports_dropped.labels("rate_limited").inc()
-            return _text(429, f"node {parsed.node_name!r} reported less than "
-                              f"{gate.min_gap_ns // 1_000_000}ms ago; send at most "
-                              f"{1e9 / gate.min_gap_ns:g} reports per second")
-        try:
-            committed = collector.accept(parsed)
-        except CapacityError as exc:
-            return web.Response(status=503, text=f"{exc}\n",
-                                headers={"Retry-After": RETRY_AFTER})
-        if not committed.done():
-            # A timer on the future, not wait_for: that would make a task per report.
-            timer = asyncio.get_running_loop().call_later(COMMIT_WAIT, _give_up, committed)
-            try:
-                await committed
-            except TimeoutError:
-                return _text(503, "not recorded yet: "
-                                  f"{collector.waiting_for()}; the "
-                                  "report is kept and will be written, resending it is safe")
-            finally:
-                timer.cancel()
-        return web.Response(status=200)
+            await answer
+        except TimeoutError:
+            pass
+        finally:
+            timer.cancel()
+        return _response(endpoint.outcome(answer))
 
     async def pulls(request: web.Request) -> web.Response:
         node = request.query.get("node")

@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from collector.api import ReportGate, build_app, build_metrics_app
+from collector.api import ReportGate, build_app, build_metrics_app, report_gate
 from collector.errors import ConfigError
+from collector.intake import Endpoint, Intake, ReportEndpoint
 from collector.service import Collector
 
 T = TypeVar("T")
@@ -33,6 +34,8 @@ class Server:
     runners: list[web.AppRunner]
     http_addr: tuple[str, int]
     metrics_addr: tuple[str, int]
+    listener: asyncio.Server | None = None  # the API's port (collector.intake)
+    intake: Intake | None = None
 
     @property
     def url(self) -> str:
@@ -44,6 +47,10 @@ class Server:
 
     async def stop(self) -> None:
         self.collector.close_streams()
+        if self.listener is not None:
+            self.listener.close()
+        if self.intake is not None:
+            await self.intake.drain()
         for runner in self.runners:
             await runner.cleanup()
         await self.collector.stop()
@@ -51,6 +58,20 @@ class Server:
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def _listen_error(exc: OSError, addr: tuple[str, int], flag: str) -> ConfigError:
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"{flag}: {addr[0]}:{addr[1]} is already in use; "
+                           "stop what listens there or choose another port")
+    return ConfigError(f"{flag}: cannot listen on {addr[0]}:{addr[1]}: {exc.strerror}")
+
+
+def _bound(server: object, addr: tuple[str, int]) -> tuple[str, int]:
+    """The address a listener got (port 0 picks one)."""
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[:2] if sockets else addr
+    return str(bound[0]), int(bound[1])
 
 
 async def _listen(app: web.Application, addr: tuple[str, int],
@@ -62,16 +83,27 @@ async def _listen(app: web.Application, addr: tuple[str, int],
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        if exc.errno == errno.EADDRINUSE:
-            raise ConfigError(f"{flag}: {addr[0]}:{addr[1]} is already in use; "
-                              "stop what listens there or choose another port") from exc
-        raise ConfigError(f"{flag}: cannot listen on {addr[0]}:{addr[1]}: "
-                          f"{exc.strerror}") from exc
+        raise _listen_error(exc, addr, flag) from exc
     # aiohttp does not expose the bound address; port 0 needs it.
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[:2] if sockets else addr
-    return runner, (str(bound[0]), int(bound[1]))
+    return runner, _bound(site._server, addr)
+
+
+async def listen_intake(app: web.Application, endpoint: Endpoint, max_body: int,
+                        addr: tuple[str, int], flag: str
+                        ) -> tuple[web.AppRunner, asyncio.Server, Intake, tuple[str, int]]:
+    """Serve ``app`` on ``addr`` behind the lean report path (:mod:`collector.intake`):
+    aiohttp gets each connection that sends it anything else."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    assert runner.server is not None
+    intake = Intake(endpoint, runner.server, max_body)
+    try:
+        listener = await asyncio.get_running_loop().create_server(
+            intake.protocol, addr[0], addr[1], reuse_address=True)
+    except OSError as exc:
+        await runner.cleanup()
+        raise _listen_error(exc, addr, flag) from exc
+    return runner, listener, intake, _bound(listener, addr)
 
 
 async def start_server(collector: Collector, listen: tuple[str, int],
@@ -80,18 +112,24 @@ async def start_server(collector: Collector, listen: tuple[str, int],
     """Recover the store, then listen. Port 0 picks a free port (see ``Server.http_addr``)."""
     await collector.start()
     runners: list[web.AppRunner] = []
+    listener = None
     try:
-        runner, http_addr = await _listen(build_app(collector, token, gate), listen, "--listen")
+        endpoint = ReportEndpoint(collector, gate or report_gate(collector, token))
+        runner, listener, intake, http_addr = await listen_intake(
+            build_app(collector, endpoint=endpoint), endpoint, collector.limits.max_body,
+            listen, "--listen")
         runners.append(runner)
         runner, metrics_addr = await _listen(build_metrics_app(collector), metrics_listen,
                                              "--metrics-listen")
         runners.append(runner)
     except BaseException:
+        if listener is not None:
+            listener.close()
         for started in runners:
             await started.cleanup()
         await collector.stop()
         raise
-    return Server(collector, runners, http_addr, metrics_addr)
+    return Server(collector, runners, http_addr, metrics_addr, listener, intake)
 
 
 class BackgroundServer:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from collector import api
+from collector import intake
 from collector.store import Store
 from tests.collector.reports import digest, layer, pull, report
 from tests.collector.server import RunningCollector, SteppingClock
@@ -53,7 +53,7 @@ def test_the_export_reads_the_reopened_file_after_duckdb_invalidated_the_connect
 def test_stopping_while_writes_fail_ends_and_acknowledges_nothing(tmp_path, caplog,
                                                                  monkeypatch):
     db = tmp_path / "stop.duckdb"
-    monkeypatch.setattr(api, "COMMIT_WAIT", 1.0)
+    monkeypatch.setattr(intake, "COMMIT_WAIT", 1.0)
     live = RunningCollector(db, gate_clock=SteppingClock())
     try:
         assert post(live.url, 0, 1000).status_code == 200

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from collector import api
+from collector import intake
 from collector.api import ReportGate
 from collector.engine import Engine
 from collector.metrics import Metrics
@@ -67,12 +67,12 @@ def test_a_report_not_committed_in_time_is_503_and_written_later(held, monkeypat
     assert post(live.url, body(0, 1000)).status_code == 200
     store.gate.clear()
     store.writing.clear()
-    monkeypatch.setattr(api, "COMMIT_WAIT", 0.3)
+    monkeypatch.setattr(intake, "COMMIT_WAIT", 0.3)
     late = post(live.url, body(1, 5000))
     assert late.status_code == 503
     assert "the report is kept and will be written, resending it is safe" in late.text
     assert store.writing.is_set()  # its batch was on its way, not lost
-    monkeypatch.setattr(api, "COMMIT_WAIT", 30.0)
+    monkeypatch.setattr(intake, "COMMIT_WAIT", 30.0)
     store.gate.set()
     # the next report's answer follows the commit of everything queued before it
     assert post(live.url, body(2, 9000)).status_code == 200
@@ -83,7 +83,7 @@ def test_a_report_not_committed_in_time_is_503_and_written_later(held, monkeypat
 
 def test_a_repeat_waits_for_the_report_it_repeats(held, monkeypatch):
     live, store = held
-    monkeypatch.setattr(api, "COMMIT_WAIT", 0.3)
+    monkeypatch.setattr(intake, "COMMIT_WAIT", 0.3)
     store.gate.clear()
     first = body(0, 1000)
     answers: dict[str, int] = {}
@@ -97,7 +97,7 @@ def test_a_repeat_waits_for_the_report_it_repeats(held, monkeypatch):
     store.gate.set()
     original.join(30)
     assert answers == {"original": 503}
-    monkeypatch.setattr(api, "COMMIT_WAIT", 30.0)
+    monkeypatch.setattr(intake, "COMMIT_WAIT", 30.0)
     assert post(live.url, first).status_code == 200  # now it is written: at once
     assert store.count("reports") == 1
 
