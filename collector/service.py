@@ -48,6 +48,7 @@ SSE_BACKLOG = 8 << 20  # bytes of events a client may lag behind before it is dr
 # Reports in one database transaction behind the journal: larger batches cost less a row,
 # but a batch is held in memory until it is written.
 STORE_BATCH = 5000
+STORE_INTERVAL = 0.25  # seconds from the start of one database commit to the next, at least
 STORED_WAIT = 30.0  # seconds a read waits for the database to hold what was acknowledged
 
 
@@ -428,6 +429,7 @@ class Collector:
             if not await self._retrying(self._write, attempt):
                 return
             self._observe_commit(started, len(attempt.items))
+            rest = STORE_INTERVAL - (time.perf_counter() - started)
             del self._unstored[:len(attempt.items)]
             self._stored += len(attempt.items)
             self.metrics.backlog.set(self._unwritten())
@@ -438,6 +440,12 @@ class Collector:
                                            self.store.report_seq)
             except StoreError as exc:
                 log.warning("%s", exc)
+            if rest > 0 and len(self._unstored) < STORE_BATCH and not self._closing.is_set():
+                # A commit costs tens of milliseconds whatever its size, and nobody waits
+                # for it: a few a second, each of what gathered meanwhile, leave the CPU
+                # to the reports.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), rest)
 
     async def stored(self) -> None:
         """Return once every report acknowledged so far is in the database too (what the
