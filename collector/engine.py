@@ -541,6 +541,7 @@ class Engine:
                snapshot_at: Callable[[Pull], int]) -> None:
         events = pending.events
         progress = self.progress_events
+        carried: set[str] | None = None  # pulls whose snapshot an event carries; None: all
         if not progress:
             # Those found by the stall rule are gathered anyway (they are rare, and date
             # the rows of a change found between reports) and left out here.
@@ -552,7 +553,7 @@ class Engine:
         for pull in pending.touched.values():
             at = snapshot_at(pull)
             status: PullStatus | Totals
-            if progress or pull.id in carried:
+            if carried is None or pull.id in carried:
                 status = snapshots[pull.id] = pull.status_at(at)
             else:
                 status = pull.totals_at(at)
