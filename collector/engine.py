@@ -30,7 +30,7 @@ from collector.model import (
 from collector.rates import RateWindow, Step
 from collector.records import Output, Sample
 from collector.timefmt import NS
-from collector.tracking import Layer, Pull, PullKey, pull_id
+from collector.tracking import Layer, Pull, PullKey, Totals, pull_id
 
 # containerd's ingest refs ("layer-sha256:<hex>"), which is what a Go agent sends as imageRef.
 INGEST_REF = re.compile(r"^(layer|manifest|config|index|unknown)-[a-z0-9]+:[0-9a-f]+$")
@@ -38,6 +38,7 @@ _FINISHED_KEYS_KEEP = 24 * 3600 * NS
 _NODE_SWEEP_NS = 60 * NS
 _DOWNLOADING, _STALLED = LayerStatusKind.DOWNLOADING, LayerStatusKind.STALLED
 _FAILED = LayerStatusKind.FAILED
+_PULL_PROGRESS, _LAYER_PROGRESS = EventType.PULL_PROGRESS, EventType.LAYER_PROGRESS
 # Rows are made from a tuple of their fields in order (see collector.tracking).
 _row: Any = tuple.__new__
 
@@ -67,6 +68,11 @@ class _Pending:
 class Engine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
+        # Progress events (pull.progress, layer.progress) feed only the live event stream:
+        # with nobody listening, False spares building them and the per-layer views of
+        # snapshots no other event carries. Read on every call, so it may change between
+        # calls; rows and lifecycle events are the same either way.
+        self.progress_events = True
         # ``now`` is on the arrival time line (AgentReport.received_at, or the report's own
         # timestamp where there is none); every node's own times are on its own clock, and
         # ``_offset`` maps one onto the other, so one node's clock never moves another's.
@@ -462,8 +468,9 @@ class Engine:
                 layer.status = LayerStatusKind.COMPLETED
                 layer.completed_at = ts
                 pending.add(pull, EventType.LAYER_COMPLETED, ts, layer.digest)
-            elif gained:
-                pending.add(pull, EventType.LAYER_PROGRESS, ts, layer.digest)
+            elif gained and self.progress_events:
+                # The pull is touched already: its report lists it.
+                pending.add(pull, _LAYER_PROGRESS, ts, layer.digest)
         layer.last_seen = now
         out.samples.append(pull.sample_row(layer, now, ts, gained))
 
@@ -532,24 +539,39 @@ class Engine:
 
     def _flush(self, pending: _Pending, out: Output,
                snapshot_at: Callable[[Pull], int]) -> None:
+        events = pending.events
+        progress = self.progress_events
+        carried: set[str] | None = None  # pulls whose snapshot an event carries; None: all
+        if not progress:
+            # Those found by the stall rule are gathered anyway (they are rare, and date
+            # the rows of a change found between reports) and left out here.
+            events = [e for e in events
+                      if e[1] is not _PULL_PROGRESS and e[1] is not _LAYER_PROGRESS]
+            carried = {pull.id for pull, _, _, _ in events}
         snapshots: dict[str, PullStatus] = {}
         layers = out.layers
         for pull in pending.touched.values():
             at = snapshot_at(pull)
-            status = snapshots[pull.id] = pull.status_at(at)
+            status: PullStatus | Totals
+            if carried is None or pull.id in carried:
+                status = snapshots[pull.id] = pull.status_at(at)
+            else:
+                status = pull.totals_at(at)
             out.progress.append(pull.progress_row(status, at))
             out.pulls.append(pull.pull_row(status))
             layers += pull.layer_rows()
-        # Every touched pull gets one pull.* event; a lifecycle one stands in for progress.
         announced: set[str] = set()
-        for pull, kind, ts, digest in pending.events:
+        for pull, kind, ts, digest in events:
             out.events.append(PullEvent(ts, kind, pull.key[0], snapshots[pull.id], digest))
             # EventType is a str: startswith runs on the member itself.
             if kind.startswith("pull.") and kind is not EventType.PULL_STARTED:
                 announced.add(pull.id)
+        if not progress:
+            return
+        # Every touched pull gets one pull.* event; a lifecycle one stands in for progress.
         for pull in pending.touched.values():
             if pull.id not in announced:
-                out.events.append(PullEvent(snapshot_at(pull), EventType.PULL_PROGRESS,
+                out.events.append(PullEvent(snapshot_at(pull), _PULL_PROGRESS,
                                             pull.key[0], snapshots[pull.id]))
 
 

@@ -320,3 +320,48 @@ def test_a_node_whose_clock_runs_ahead_moves_no_other_node():
     out = eng.tick(at(702))
     assert [(e.node_name, e.timestamp) for e in out.events
             if e.type is EventType.PULL_STALE] == [("a", at(602)), ("b", at(1261.5))]
+
+
+def test_without_progress_events_lifecycle_events_and_rows_are_unchanged():
+    def run(progress_events: bool) -> tuple[Engine, list]:
+        eng = Engine()
+        eng.progress_events = progress_events
+        steps = [(0, layer(A, 0, 8_000_000), layer(B, 0, 20_000_000)),
+                 (1, layer(A, 2_000_000, 8_000_000), layer(B, 4_000_000, 20_000_000)),
+                 (2, layer(A, 8_000_000, 8_000_000, state=LayerPhase.COMPLETED),
+                  layer(B, 8_000_000, 20_000_000)),
+                 (3, layer(A, 8_000_000, 8_000_000, state=LayerPhase.COMPLETED),
+                  layer(B, 20_000_000, 20_000_000, state=LayerPhase.COMPLETED))]
+        return eng, [eng.ingest(report("n1", t, pull("img/a:1", 0, a, b)))
+                     for t, a, b in steps]
+
+    on_engine, on = run(True)
+    off_engine, off = run(False)
+
+    def types(out) -> list[tuple[str, str | None]]:
+        return [(e.type.value, e.digest) for e in out.events]
+
+    assert [types(out) for out in on] == [
+        [("pull.started", None), ("layer.started", A), ("layer.started", B),
+         ("pull.progress", None)],
+        [("layer.progress", A), ("layer.progress", B), ("pull.progress", None)],
+        [("layer.completed", A), ("layer.progress", B), ("pull.progress", None)],
+        [("layer.completed", B), ("pull.completed", None)]]
+    assert [types(out) for out in off] == [
+        [("pull.started", None), ("layer.started", A), ("layer.started", B)],
+        [],
+        [("layer.completed", A)],
+        [("layer.completed", B), ("pull.completed", None)]]
+    for with_, without in zip(on, off, strict=True):
+        lifecycle = [e.to_json() for e in with_.events if not e.type.endswith(".progress")]
+        assert [e.to_json() for e in without.events] == lifecycle
+        assert without.samples == with_.samples
+        assert without.progress == with_.progress
+        assert without.pulls == with_.pulls
+        assert without.layers == with_.layers
+        assert without.event_rows() == with_.event_rows()
+    assert [p.to_json() for p in off_engine.pulls()] == [p.to_json() for p in on_engine.pulls()]
+    # the completed event's snapshot is the full one, layers and all
+    completed = off[3].events[-1].pull
+    assert [(v.digest, v.status.value) for v in completed.layers] == [
+        (A, "completed"), (B, "completed")]
