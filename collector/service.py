@@ -224,6 +224,7 @@ class Collector:
                 log.info("wrote %d reports from the journal %s into %s", replayed,
                          self.journal.folder, self.store.path)
         self._refresh_gauges()
+        self._listeners_changed()
         self._tasks = [asyncio.create_task(self._commit_loop(), name="pulltrace-commit"),
                        asyncio.create_task(self._tick_loop(), name="pulltrace-tick")]
         if self.journal is not None:
@@ -586,18 +587,25 @@ class Collector:
             return None
         sub = Subscription()
         self._subscribers.add(sub)
-        self.metrics.sse_clients.set(len(self._subscribers))
+        self._listeners_changed()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)
-        self.metrics.sse_clients.set(len(self._subscribers))
+        self._listeners_changed()
 
     def close_streams(self) -> None:
         """End every event stream (at shutdown, so their handlers return)."""
         for sub in list(self._subscribers):
             sub.drop()
         self._subscribers.clear()
+        self._listeners_changed()
+
+    def _listeners_changed(self) -> None:
+        self.metrics.sse_clients.set(len(self._subscribers))
+        # Progress events only ever go to the stream: with nobody listening, the engine
+        # need not make them (nor the layer views they carry).
+        self.engine.progress_events = bool(self._subscribers)
 
     def _publish(self, events: list[PullEvent | SourceEvent]) -> None:
         if not self._subscribers or not events:
@@ -609,4 +617,4 @@ class Collector:
                 # A slow client is dropped, never waited for.
                 self.metrics.sse_rejected.labels("slow").inc()
                 self._subscribers.discard(sub)
-                self.metrics.sse_clients.set(len(self._subscribers))
+                self._listeners_changed()

@@ -107,11 +107,13 @@ def test_a_disk_filling_up_keeps_the_collector_serving_and_nothing_half_written(
             f"not recorded yet: could not write the journal {db}.journal: File too large")
         assert answers["a"].text.rstrip().endswith(
             "the report is kept and will be written, resending it is safe")
-        failures = store_errors(collector.metrics_url)
 
         # space returns: what waited is written, and writing goes on
         collector.limit_file_size(resource.RLIM_INFINITY)
         wait_for(lambda: not not_ready(), "/readyz to answer 200")
+        # (counted once both the journal and the database write again: each retries on
+        # its own timer until then)
+        failures = store_errors(collector.metrics_url)
         # the report whose client gave up, sent again: already written, so a 200 and no
         # second copy
         again = node_report("b", 2, 500_000)
