@@ -190,6 +190,7 @@ def build_app(collector: Collector, token: str | None = None,
 
 def build_metrics_app(collector: Collector) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
+        collector.refresh_gauges()
         return web.Response(body=collector.metrics.exposition(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 

@@ -223,7 +223,7 @@ class Collector:
             if replayed:
                 log.info("wrote %d reports from the journal %s into %s", replayed,
                          self.journal.folder, self.store.path)
-        self._refresh_gauges()
+        self.refresh_gauges()
         self._listeners_changed()
         self._tasks = [asyncio.create_task(self._commit_loop(), name="pulltrace-commit"),
                        asyncio.create_task(self._tick_loop(), name="pulltrace-tick")]
@@ -555,7 +555,6 @@ class Collector:
                 events += item.out.source_events
                 events += item.out.events
             self._publish(events)  # one chunk for the whole commit
-        self._refresh_gauges()
 
     async def _tick_loop(self) -> None:
         while True:
@@ -571,7 +570,9 @@ class Collector:
         event = SourceEvent(self.clock(), kind, node, source, message)
         self._enqueue(_Item(Output(source_events=[event]), None))
 
-    def _refresh_gauges(self) -> None:
+    def refresh_gauges(self) -> None:
+        """Set the gauges read off the engine; called for each scrape rather than each
+        commit (counting stalled pulls visits every pull in progress)."""
         self.metrics.set_gauges(self.engine.active_count(), self.engine.stalled_count(),
                                 self.engine.node_count())
         self.metrics.sse_clients.set(len(self._subscribers))
