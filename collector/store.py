@@ -54,7 +54,7 @@ from collector.records import (
 log = logging.getLogger("pulltrace.store")
 
 SCHEMA_VERSION = 1
-DEFAULT_MEMORY_LIMIT = "256MB"  # DuckDB's cache for a writer; it spills to disk beyond
+DEFAULT_MEMORY_LIMIT = "128MB"  # DuckDB's cache for a writer; it spills to disk beyond
 _TIME_FIELDS = {"ts", "updated_at", "started_at", "completed_at", "first_seen", "last_seen",
                 "first_byte_at"}
 
