@@ -16,6 +16,7 @@ import pytest
 from collector.journal import Journal, journal_path
 from collector.model import parse_report
 from collector.store import Store
+from tests.collector.process import CollectProcess
 from tests.collector.reports import digest, layer, pull, report
 
 
@@ -99,3 +100,20 @@ def test_acknowledged_samples_survive_kill_9_and_restart_rebuilds_the_pull(tmp_p
         assert store.count("samples") == 4
         fetched = store.con.execute("SELECT sum(fetched_bytes) FROM samples").fetchone()
         assert fetched == (6_000_000,)  # baseline 0, then +2e6 three times
+
+
+def test_without_the_journal_a_report_is_answered_once_the_database_has_it(tmp_path):
+    db = tmp_path / "plain.duckdb"
+    with CollectProcess(db, tmp_path / "collector.log", args=("--no-journal",)) as collector:
+        collector.start()
+        rep = report("node-a", 0.0, pull("img/app:1", 0, layer(digest(7), 1_000_000,
+                                                                10_000_000)))
+        assert httpx.post(collector.url + "/api/v1/report", content=rep.dumps(),
+                          timeout=10).status_code == 200
+        # answered after its commit: in the file now, whatever happens next
+        os.kill(collector.pid, signal.SIGKILL)
+        collector.proc.wait()
+    assert not journal_path(db).exists()
+    with Store(db) as store:
+        assert store.count("reports") == 1
+        assert store.one("SELECT node, downloaded_bytes FROM samples") == ("node-a", 1_000_000)
