@@ -340,8 +340,8 @@ class IntakeProtocol(asyncio.Protocol):
 
     def _send(self, answer: Answer, close: bool) -> None:
         assert self._transport is not None
+        self._intake.answered += 1  # before the write: the client may read it at once
         self._transport.write(self._intake.response(answer, close))
-        self._intake.answered += 1
         if close:
             self._transport.close()
             self._transport = None

@@ -39,7 +39,7 @@ from collector.model import (
 )
 from collector.records import Batch, Output
 from collector.store import Store
-from collector.writer import WriterProcess
+from collector.writer import Input, WriterProcess
 
 log = logging.getLogger("pulltrace.collector")
 
@@ -158,6 +158,7 @@ class _Item:
     followers: list[asyncio.Future[None]] | None = None
     committed: bool = False
     line: str | None = None  # the report as the journal holds it
+    tick: int | None = None  # a tick's time (the collector's clock)
 
     @property
     def has_report(self) -> bool:
@@ -195,6 +196,7 @@ class Collector:
     journal_error: str | None = None
     _queue: list[_Item] = field(default_factory=list)
     _unstored: list[_Item] = field(default_factory=list)  # in the journal, not the database
+    _reports_unwritten: int = 0  # reports in ``_queue`` and ``_unstored``
     _journaled: int = 0  # items moved to ``_unstored`` so far
     _stored: int = 0  # of those, items in the database
     _store_waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
@@ -238,6 +240,7 @@ class Collector:
         stored = self.store.report_seq
         outs: list[Output] = []
         replayed = 0
+        inputs: list[Input] = []
         for seq, line in self.journal.lines_after(stored):
             try:
                 report = parse_report(line)
@@ -248,16 +251,24 @@ class Collector:
             out = self.engine.ingest(report)
             if out.accepted:
                 outs.append(out)
+                inputs.append(("report", line))
             if len(outs) >= STORE_BATCH:
-                self.store.write(Batch.of(outs))
+                self._write_replayed(outs, inputs)
                 replayed += len(outs)
-                outs = []
+                outs, inputs = [], []
         if outs:
-            self.store.write(Batch.of(outs))
+            self._write_replayed(outs, inputs)
             replayed += len(outs)
         self.journal.start(self.store.report_seq + 1)
         self.journal.release(self.store.report_seq)
         return replayed
+
+    def _write_replayed(self, outs: list[Output], inputs: list[Input]) -> None:
+        if self._writer_engine:
+            assert isinstance(self.store, WriterProcess)
+            self.store.ingest(inputs)  # its engine takes them as this one did
+        else:
+            self.store.write(Batch.of(outs))
 
     async def stop(self) -> None:
         self.ready = False
@@ -370,11 +381,17 @@ class Collector:
         return self.store_error or "the database is slow"
 
     def _unwritten(self) -> int:
-        """Items not in the database yet (journaled or not): what the backlog cap bounds."""
-        return len(self._queue) + len(self._unstored)
+        """Reports not in the database yet (journaled or not): what the backlog cap bounds
+        (ticks and source events queue beside them, and do not count)."""
+        return self._reports_unwritten
+
+    def _stored_items(self, items: list[_Item]) -> None:
+        self._reports_unwritten -= sum(1 for item in items if item.has_report)
 
     def _enqueue(self, item: _Item) -> None:
         self._queue.append(item)
+        if item.has_report:
+            self._reports_unwritten += 1
         self.metrics.backlog.set(self._unwritten())
         assert self._wake is not None
         self._wake.set()
@@ -399,6 +416,7 @@ class Collector:
                     return
                 self._observe_commit(started, len(items))
                 del self._queue[:len(items)]
+                self._stored_items(items)
             else:
                 if not await self._retrying(self._journal_write, items):
                     return
@@ -432,6 +450,7 @@ class Collector:
             self._observe_commit(started, len(attempt.items))
             rest = STORE_INTERVAL - (time.perf_counter() - started)
             del self._unstored[:len(attempt.items)]
+            self._stored_items(attempt.items)
             self._stored += len(attempt.items)
             self.metrics.backlog.set(self._unwritten())
             self._store_waiters = [(n, f) for n, f in self._store_waiters
@@ -530,7 +549,14 @@ class Collector:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._write_sync, attempt)
 
+    @property
+    def _writer_engine(self) -> bool:
+        return isinstance(self.store, WriterProcess) and self.store.config is not None
+
     def _write_sync(self, attempt: _Attempt) -> None:
+        if self._writer_engine:
+            self._ingest_sync(attempt)
+            return
         if attempt.batch is None:
             # Reports turned into JSON once, for the journal, the store and the recording.
             lines = [i.line for i in attempt.items if i.has_report and i.line is not None]
@@ -542,6 +568,29 @@ class Collector:
             attempt.stored = True
         if self.recorder:
             self.recorder.write(attempt.batch.report_lines)
+
+    def _ingest_sync(self, attempt: _Attempt) -> None:
+        """Hand the writer what this engine took, for its own engine (see
+        :meth:`WriterProcess.ingest`)."""
+        assert isinstance(self.store, WriterProcess)
+        inputs: list[Input] = []
+        lines: list[str] = []
+        for item in attempt.items:
+            if item.tick is not None:
+                inputs.append(("tick", item.tick))
+            elif item.has_report:
+                if item.line is None:
+                    assert item.out.report is not None
+                    item.line = item.out.report.dumps()
+                inputs.append(("report", item.line))
+                lines.append(item.line)
+            else:
+                inputs.extend(("source", event) for event in item.out.source_events)
+        if not attempt.stored:
+            self.store.ingest(inputs)
+            attempt.stored = True
+        if self.recorder:
+            self.recorder.write(lines)
 
     def _resolve(self, batch: list[_Item]) -> None:
         self.metrics.observe_all(item.out for item in batch)
@@ -559,9 +608,11 @@ class Collector:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            out = self.engine.tick(self.clock())
-            if out.events or out.pulls:
-                self._enqueue(_Item(out, None))
+            now = self.clock()
+            out = self.engine.tick(now)
+            # A writer with an engine of its own takes every tick, to stay in step.
+            if out.events or out.pulls or self._writer_engine:
+                self._enqueue(_Item(out, None, tick=now))
 
     def source_changed(self, node: str, source: str, available: bool,
                        message: str | None = None) -> None:
