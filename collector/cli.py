@@ -306,8 +306,7 @@ async def _collect(args: argparse.Namespace, record: str | None) -> None:
             store.close()
             raise
         # The writer gets a process of its own: see collector.writer.
-        engine = _engine(args)
-        collector = Collector(engine, WriterProcess(store, engine.config), Metrics(), recorder,
+        collector = Collector(_engine(args), WriterProcess(store), Metrics(), recorder,
                               journal=journal, limits=_limits(args))
         server = await start_server(collector, listen, metrics_listen, args.token)
         runtime.settle()

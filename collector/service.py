@@ -39,7 +39,7 @@ from collector.model import (
 )
 from collector.records import Batch, Output
 from collector.store import Store
-from collector.writer import Input, WriterProcess
+from collector.writer import WriterProcess
 
 log = logging.getLogger("pulltrace.collector")
 
@@ -158,7 +158,6 @@ class _Item:
     followers: list[asyncio.Future[None]] | None = None
     committed: bool = False
     line: str | None = None  # the report as the journal holds it
-    tick: int | None = None  # a tick's time (the collector's clock)
 
     @property
     def has_report(self) -> bool:
@@ -240,7 +239,6 @@ class Collector:
         stored = self.store.report_seq
         outs: list[Output] = []
         replayed = 0
-        inputs: list[Input] = []
         for seq, line in self.journal.lines_after(stored):
             try:
                 report = parse_report(line)
@@ -251,24 +249,16 @@ class Collector:
             out = self.engine.ingest(report)
             if out.accepted:
                 outs.append(out)
-                inputs.append(("report", line))
             if len(outs) >= STORE_BATCH:
-                self._write_replayed(outs, inputs)
+                self.store.write(Batch.of(outs))
                 replayed += len(outs)
-                outs, inputs = [], []
+                outs = []
         if outs:
-            self._write_replayed(outs, inputs)
+            self.store.write(Batch.of(outs))
             replayed += len(outs)
         self.journal.start(self.store.report_seq + 1)
         self.journal.release(self.store.report_seq)
         return replayed
-
-    def _write_replayed(self, outs: list[Output], inputs: list[Input]) -> None:
-        if self._writer_engine:
-            assert isinstance(self.store, WriterProcess)
-            self.store.ingest(inputs)  # its engine takes them as this one did
-        else:
-            self.store.write(Batch.of(outs))
 
     async def stop(self) -> None:
         self.ready = False
@@ -549,14 +539,7 @@ class Collector:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._write_sync, attempt)
 
-    @property
-    def _writer_engine(self) -> bool:
-        return isinstance(self.store, WriterProcess) and self.store.config is not None
-
     def _write_sync(self, attempt: _Attempt) -> None:
-        if self._writer_engine:
-            self._ingest_sync(attempt)
-            return
         if attempt.batch is None:
             # Reports turned into JSON once, for the journal, the store and the recording.
             lines = [i.line for i in attempt.items if i.has_report and i.line is not None]
@@ -568,29 +551,6 @@ class Collector:
             attempt.stored = True
         if self.recorder:
             self.recorder.write(attempt.batch.report_lines)
-
-    def _ingest_sync(self, attempt: _Attempt) -> None:
-        """Hand the writer what this engine took, for its own engine (see
-        :meth:`WriterProcess.ingest`)."""
-        assert isinstance(self.store, WriterProcess)
-        inputs: list[Input] = []
-        lines: list[str] = []
-        for item in attempt.items:
-            if item.tick is not None:
-                inputs.append(("tick", item.tick))
-            elif item.has_report:
-                if item.line is None:
-                    assert item.out.report is not None
-                    item.line = item.out.report.dumps()
-                inputs.append(("report", item.line))
-                lines.append(item.line)
-            else:
-                inputs.extend(("source", event) for event in item.out.source_events)
-        if not attempt.stored:
-            self.store.ingest(inputs)
-            attempt.stored = True
-        if self.recorder:
-            self.recorder.write(lines)
 
     def _resolve(self, batch: list[_Item]) -> None:
         self.metrics.observe_all(item.out for item in batch)
@@ -608,11 +568,9 @@ class Collector:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
-            now = self.clock()
-            out = self.engine.tick(now)
-            # A writer with an engine of its own takes every tick, to stay in step.
-            if out.events or out.pulls or self._writer_engine:
-                self._enqueue(_Item(out, None, tick=now))
+            out = self.engine.tick(self.clock())
+            if out.events or out.pulls:
+                self._enqueue(_Item(out, None))
 
     def source_changed(self, node: str, source: str, available: bool,
                        message: str | None = None) -> None:

@@ -27,18 +27,13 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
-from collector.engine import Engine, EngineConfig
 from collector.errors import StoreError
-from collector.model import SourceEvent, parse_report
-from collector.records import Batch, Column, Columns, Output
+from collector.records import Batch, Column, Columns
 from collector.store import Store
 
 if TYPE_CHECKING:
+    from collector.engine import Engine
     from collector.export import ExportQuery, Page
-
-# What the collector's engine took, in order: a report (its journal line), a tick (the
-# collector's clock), or a source event.
-Input = tuple[str, "str | int | SourceEvent"]
 
 log = logging.getLogger("pulltrace.writer")
 
@@ -51,12 +46,10 @@ class WriterProcess:
     """Writes batches through a :class:`Store` in a child process; used like a Store by
     :class:`~collector.service.Collector` (recover, write, close)."""
 
-    def __init__(self, store: Store, config: EngineConfig | None = None) -> None:
+    def __init__(self, store: Store) -> None:
         # The caller opened the file (so a bad path or a lock is an error at start); it is
         # used here to recover, then closed and opened again by the child.
         self.path = store.path
-        # With a config, the child runs an engine of its own (see :meth:`ingest`).
-        self.config = config
         self.memory_limit = store.memory_limit
         self._local: Store | None = store
         self._committed = store.batch_number  # the last batch the file is known to hold
@@ -86,23 +79,6 @@ class WriterProcess:
             self._start()
         assert self._writes is not None
         self._committed, self._seq = self._ask(self._writes, ("write", pieces),
-                                               self._committed + 1)
-
-    def ingest(self, inputs: list[Input]) -> None:
-        """Run ``inputs`` — what the collector's own engine took, in its order — through the
-        child's engine and write its output as one batch; StoreError as :meth:`write`.
-
-        The engine is deterministic and both start from the same file, so the child's rows
-        are the collector's; only the inputs cross (a report's line is most of its bytes
-        and one string), not the rows, which would cost the collector's interpreter about
-        a fifth of its time to hand over.
-        """
-        if self.config is None:
-            raise StoreError("this writer runs no engine; use write()")
-        if self._writes is None:
-            self._start()
-        assert self._writes is not None
-        self._committed, self._seq = self._ask(self._writes, ("ingest", inputs),
                                                self._committed + 1)
 
     @property
@@ -152,7 +128,7 @@ class WriterProcess:
         reads, child_reads = ctx.Pipe()
         proc = ctx.Process(target=_child_main, name="pulltrace-writer", daemon=True,
                            args=(child_writes, child_reads, self.path, self.memory_limit,
-                                 self._unsure, os.getpid(), self.config))
+                                 self._unsure, os.getpid()))
         proc.start()
         child_writes.close()
         child_reads.close()
@@ -252,27 +228,8 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _feed(engine: Engine, inputs: list[Input]) -> tuple[list[Output], list[str]]:
-    outs: list[Output] = []
-    lines: list[str] = []
-    for kind, value in inputs:
-        if kind == "report":
-            assert isinstance(value, str)
-            out = engine.ingest(parse_report(value))
-            if out.accepted:
-                lines.append(value)
-                outs.append(out)
-        elif kind == "tick":
-            assert isinstance(value, int)
-            outs.append(engine.tick(value))
-        else:
-            assert isinstance(value, SourceEvent)
-            outs.append(Output(source_events=[value]))
-    return outs, lines
-
-
 def _child_main(writes: Connection, reads: Connection, path: str, memory_limit: str,
-                unsure: int | None, parent: int, config: EngineConfig | None = None) -> None:
+                unsure: int | None, parent: int) -> None:
     _die_with(parent)
     # Ctrl-C and SIGTERM go to the collector, which closes this writer in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -284,19 +241,6 @@ def _child_main(writes: Connection, reads: Connection, path: str, memory_limit: 
         return
     if unsure is not None:
         store.may_have_landed(unsure)
-    engine = None
-    if config is not None:
-        # Rebuilt as the collector rebuilt its own, from the same file.
-        engine = Engine(config)
-        engine.progress_events = False  # they only ever go to the collector's stream
-        try:
-            store.recover(engine)
-        except StoreError as exc:
-            writes.send(("error", str(exc)))
-            return
-    # The batch an "ingest" made, kept while its write fails: the engine has taken its
-    # inputs, and the retry (the same batch number) writes the same rows.
-    made: tuple[int, Batch] | None = None
     lock = threading.Lock()  # the writer connection: one user at a time
     threading.Thread(target=_serve_reads, args=(reads, store, lock), daemon=True,
                      name="pulltrace-reads").start()
@@ -310,14 +254,6 @@ def _child_main(writes: Connection, reads: Connection, path: str, memory_limit: 
             with lock:
                 if op == "close":
                     store.close()
-                elif op == "ingest":
-                    assert engine is not None
-                    number = store.batch_number + 1
-                    if made is None or made[0] != number:
-                        outs, lines = _feed(engine, payload)
-                        made = (number, Batch.of(outs, lines=lines))
-                    store.write(made[1])
-                    made = None
                 else:
                     store.write(_unpack(payload))
         except StoreError as exc:

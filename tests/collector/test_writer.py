@@ -17,14 +17,14 @@ import pyarrow as pa
 import pytest
 
 from collector import writer as writer_module
-from collector.engine import Engine, EngineConfig
+from collector.engine import Engine
 from collector.errors import StoreError
 from collector.export import ExportQuery
 from collector.records import Batch, Columns
 from collector.store import Store
 from collector.writer import WriterProcess
 from tests.collector.process import CollectProcess
-from tests.collector.reports import at, digest, layer, pull, report
+from tests.collector.reports import digest, layer, pull, report
 
 
 def batches(engine: Engine, node: str, seconds: range) -> list[Batch]:
@@ -213,74 +213,3 @@ def test_a_batch_crosses_to_the_writer_in_chunks_and_arrives_whole(monkeypatch):
     assert writer_module._unpack(writer_module._pack(empty)) == Columns.of(empty)
     columns = Columns.of(batch)
     assert writer_module._unpack(writer_module._pack(columns)) == columns
-
-
-def _table_rows(db: Path) -> dict[str, list[tuple]]:
-    with duckdb.connect(str(db), read_only=True) as con:
-        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
-                for t in ("reports", "samples", "pull_progress", "pulls", "layers", "events")}
-
-
-def _fed(tmp_path: Path, name: str, lose_at: int | None) -> Path:
-    """Eight seconds of two nodes' reports, with two ticks, through a writer that runs its
-    own engine (killed after report ``lose_at``); this process's engine takes the same."""
-    db = tmp_path / f"{name}.duckdb"
-    mine = Engine(CONFIG)
-    writer = WriterProcess(Store(db), CONFIG)
-    writer.recover(mine)
-    for i, rep in enumerate(REPORTS):
-        mine.ingest(rep)
-        inputs: list = [("report", rep.dumps())]
-        if i in TICKS:
-            mine.tick(TICKS[i])
-            inputs.append(("tick", TICKS[i]))
-        if i == lose_at:  # lost between two batches: the next write starts a new one
-            assert writer._proc is not None
-            child = writer._proc.pid
-            assert child is not None
-            os.kill(child, signal.SIGKILL)
-            wait_gone(child, "the killed writer")
-            with pytest.raises(StoreError, match="stopped"):
-                writer.ingest(inputs)
-        writer.ingest(inputs)
-    writer.close()
-    return db
-
-
-CONFIG = EngineConfig(stall_after_ns=3 * 10**9)
-# a's and b's layers gain 1 MB a second until 4 s, then nothing: stalled at 7 s
-REPORTS = [report(n, t, pull("app:1", 0, layer(digest(i), 1_000_000 * min(t, 4) + i,
-                                               10_000_000)))
-           for t in range(8) for i, n in enumerate(("a", "b"))]
-TICKS = {5: at(2.5), 15: at(7.5)}  # after the reports of 2 s and of 7 s
-
-
-def test_a_writer_with_its_own_engine_writes_the_rows_this_engine_makes(tmp_path):
-    reference = Engine(CONFIG)
-    with Store(tmp_path / "ref.duckdb") as store:
-        for i, rep in enumerate(REPORTS):
-            outs = [reference.ingest(rep)]
-            if i in TICKS:
-                outs.append(reference.tick(TICKS[i]))
-            store.write(Batch.of(outs))
-    ours = _table_rows(_fed(tmp_path, "own", None))
-    assert len(ours["samples"]) == 16
-    assert [row[1] for row in ours["events"]].count("layer.stalled") == 2
-    assert ours == _table_rows(tmp_path / "ref.duckdb")
-
-
-def test_a_lost_writer_with_an_engine_is_replaced_and_the_reports_land_once(tmp_path):
-    # The new writer rebuilds its engine from the file, as a restarted collector does: the
-    # reports and what they carry are the same; derived states may differ where ticks alone
-    # decided them (they are not in the file).
-    lost, whole = _table_rows(_fed(tmp_path, "lost", 9)), _table_rows(_fed(tmp_path, "whole",
-                                                                            None))
-    assert lost["reports"] == whole["reports"]
-    assert len(lost["reports"]) == 16
-
-    def bytes_of(rows: list[tuple]) -> list[tuple]:  # node, digest, downloaded, fetched
-        return sorted((r[2], r[5], r[8], r[10]) for r in rows)
-
-    assert bytes_of(lost["samples"]) == bytes_of(whole["samples"])
-    # a: baseline 0, then +1e6 four times; b the same from 1 byte
-    assert sum(r[10] for r in lost["samples"]) == 8_000_000
