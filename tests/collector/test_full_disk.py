@@ -88,8 +88,8 @@ def test_a_disk_filling_up_keeps_the_collector_serving_and_nothing_half_written(
 
         # The database fails too (what a tick found goes on to it); the journal is what
         # a report waits for, and what /readyz names first.
-        wait_for(lambda: "journal" in client.get(collector.url + "/readyz").text,
-                 "/readyz to name the journal")
+        wait_for(lambda: "writes to the journal fail" in client.get(
+            collector.url + "/readyz").text, "/readyz to name the journal")
         ready = client.get(collector.url + "/readyz").text
         assert ready == (f"not ready: writes to the journal fail (could not write the "
                          f"journal {db}.journal: File too large; free space there); reports "
