@@ -30,7 +30,7 @@ from collector.model import (
 from collector.rates import RateWindow, Step
 from collector.records import Output, Sample
 from collector.timefmt import NS
-from collector.tracking import Layer, Pull, PullKey, Totals, pull_id
+from collector.tracking import Layer, Pull, PullKey, pull_id
 
 # containerd's ingest refs ("layer-sha256:<hex>"), which is what a Go agent sends as imageRef.
 INGEST_REF = re.compile(r"^(layer|manifest|config|index|unknown)-[a-z0-9]+:[0-9a-f]+$")
@@ -552,11 +552,10 @@ class Engine:
         layers = out.layers
         for pull in pending.touched.values():
             at = snapshot_at(pull)
-            status: PullStatus | Totals
             if carried is None or pull.id in carried:
                 status = snapshots[pull.id] = pull.status_at(at)
             else:
-                status = pull.totals_at(at)
+                status = pull.status_at(at, views=False)
             out.progress.append(pull.progress_row(status, at))
             out.pulls.append(pull.pull_row(status))
             layers += pull.layer_rows()

@@ -29,6 +29,27 @@ SEGMENT_BYTES = 64 << 20  # a new segment past this size, so old ones can be del
 _SUFFIX = ".jsonl"
 
 
+class CutOffError(OSError):
+    """A failed append, cut off again: the file holds what it held before."""
+
+
+def append_synced(fd: int, data: bytes, size: int) -> None:
+    """Append ``data`` at ``size`` (the file's length) and sync it: all of it, or nothing.
+
+    On failure the file is cut back to ``size`` and :class:`CutOffError` (an OSError with the
+    write's errno and message) is raised; the write's own OSError if even that failed.
+    """
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+        os.fdatasync(fd)
+    except OSError as exc:
+        os.ftruncate(fd, size)
+        os.lseek(fd, size, os.SEEK_SET)
+        raise CutOffError(exc.errno, exc.strerror) from exc
+
+
 def journal_path(db: str | os.PathLike[str]) -> Path:
     """Where the journal of the database at ``db`` lives."""
     return Path(f"{db}.journal")
@@ -111,17 +132,11 @@ class Journal:
         if not lines:
             return self._next - 1
         payload = "\n".join(lines).encode() + b"\n"
-        data = memoryview(payload)
         fd, size = self._file, self._size
         try:
-            while data:
-                data = data[os.write(fd, data):]
-            os.fdatasync(fd)
+            append_synced(fd, payload, size)
         except OSError as exc:
-            try:
-                os.ftruncate(fd, size)
-                os.lseek(fd, size, os.SEEK_SET)
-            except OSError:
+            if not isinstance(exc, CutOffError):
                 # What could not be cut off stays at the end of this segment; the next
                 # segment starts at the same number, and its lines are the ones read.
                 self._close_segment()

@@ -26,7 +26,7 @@ from typing import Any
 
 from collector.engine import Engine
 from collector.errors import CapacityError, PulltraceError, ReportError, StoreError
-from collector.journal import Journal
+from collector.journal import Journal, append_synced
 from collector.limits import Limits
 from collector.metrics import Metrics
 from collector.model import (
@@ -56,12 +56,6 @@ def wall_clock() -> int:
     return time.time_ns()
 
 
-def _settle(future: asyncio.Future[None]) -> bool:
-    if not future.done():
-        future.set_result(None)
-    return True
-
-
 class Recorder:
     """Appends accepted reports to a JSONL recording, synced with each commit."""
 
@@ -80,7 +74,6 @@ class Recorder:
         none, so that a retry never leaves half a line in the file."""
         if not lines:
             return
-        data = memoryview("".join(line + "\n" for line in lines).encode())
         fd = self._file.fileno()
         try:
             start = os.fstat(fd).st_size
@@ -88,12 +81,8 @@ class Recorder:
             raise StoreError(f"could not append to the recording {self.path}: "
                              f"{exc.strerror}") from exc
         try:
-            while data:
-                data = data[self._file.write(data):]
-            os.fsync(fd)
+            append_synced(fd, "".join(line + "\n" for line in lines).encode(), start)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, start)
             raise StoreError(f"could not append to the recording {self.path}: "
                              f"{exc.strerror}; free space there") from exc
 
@@ -402,13 +391,13 @@ class Collector:
             if self.journal is None:
                 attempt = _Attempt(items)
                 started = time.perf_counter()
-                if not await self._retrying(self._write, attempt):
+                if not await self._retrying(self._write, attempt, to_journal=False):
                     return
                 self._observe_commit(started, len(items))
                 del self._queue[:len(items)]
                 self._stored_items(items)
             else:
-                if not await self._retrying(self._journal_write, items):
+                if not await self._retrying(self._journal_write, items, to_journal=True):
                     return
                 del self._queue[:len(items)]
                 self._unstored += items
@@ -435,7 +424,7 @@ class Collector:
                 continue
             attempt = _Attempt(self._unstored[:STORE_BATCH])
             started = time.perf_counter()
-            if not await self._retrying(self._write, attempt):
+            if not await self._retrying(self._write, attempt, to_journal=False):
                 return
             self._observe_commit(started, len(attempt.items))
             rest = STORE_INTERVAL - (time.perf_counter() - started)
@@ -443,8 +432,13 @@ class Collector:
             self._stored_items(attempt.items)
             self._stored += len(attempt.items)
             self.metrics.backlog.set(self._unwritten())
-            self._store_waiters = [(n, f) for n, f in self._store_waiters
-                                   if not (n <= self._stored and _settle(f))]
+            waiting = []
+            for upto, future in self._store_waiters:
+                if upto > self._stored:
+                    waiting.append((upto, future))
+                elif not future.done():
+                    future.set_result(None)
+            self._store_waiters = waiting
             try:
                 await loop.run_in_executor(self._journal_executor, self.journal.release,
                                            self.store.report_seq)
@@ -477,13 +471,13 @@ class Collector:
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self.metrics.commit_reports.observe(items)
 
-    async def _retrying(self, write: Callable[[Any], Awaitable[None]], work: Any) -> bool:
+    async def _retrying(self, write: Callable[[Any], Awaitable[None]], work: Any, *,
+                        to_journal: bool) -> bool:
         """Run ``write(work)``, again after each failure with the same batch (its callers
         are still waiting: a report is answered only once it is durable; or it is in the
         journal, which must not be dropped before the database has it). False when the
         collector stops while writes still fail."""
         assert self._closing is not None
-        to_journal = write == self._journal_write
         what = "the journal" if to_journal else str(self.store.path)
         backoff = 0.1
         while True:
@@ -542,10 +536,10 @@ class Collector:
     def _write_sync(self, attempt: _Attempt) -> None:
         if attempt.batch is None:
             # Reports turned into JSON once, for the journal, the store and the recording.
-            lines = [i.line for i in attempt.items if i.has_report and i.line is not None]
-            known = len(lines) == sum(i.has_report for i in attempt.items)
-            attempt.batch = Batch.of([item.out for item in attempt.items],
-                                     lines=lines if known else None)
+            # Behind the journal every report has its line already.
+            lines = ([i.line for i in attempt.items if i.has_report and i.line is not None]
+                     if self.journal is not None else None)
+            attempt.batch = Batch.of([item.out for item in attempt.items], lines=lines)
         if not attempt.stored:
             self.store.write(attempt.batch)
             attempt.stored = True

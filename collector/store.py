@@ -181,9 +181,10 @@ class Store:
                     time.sleep(0.05)
                     continue
                 raise StoreError(_open_problem(self.path, exc, self.read_only)) from exc
-        if self.read_only:
-            return con
         try:
+            if self.read_only:
+                self._recount(con)  # what the file holds, for its readers too
+                return con
             # DuckDB's cache otherwise grows with the file, up to 80% of the memory.
             con.execute(f"SET memory_limit = '{self.memory_limit}'")
             # One thread: a batch's appends are too small to gain from more, and the extra

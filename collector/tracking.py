@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from collector.model import (
     FINISHED,
@@ -26,21 +26,6 @@ PullKey = tuple[str, str, int]  # node, image identity (digest or ref), startedA
 _row: Any = tuple.__new__
 _DOWNLOADING, _STALLED = LayerStatusKind.DOWNLOADING, LayerStatusKind.STALLED
 _COMPLETED, _CACHED = LayerStatusKind.COMPLETED, LayerStatusKind.CACHED
-
-
-class Totals(NamedTuple):
-    """A pull's figures at a moment, named as in :class:`PullStatus`, which the rows read
-    the same way from either."""
-
-    total_bytes: int
-    downloaded_bytes: int
-    cached_bytes: int
-    bytes_per_sec: float | None
-    eta_seconds: float | None
-    percent: float | None
-    layer_count: int
-    layers_done: int
-    status: PullStatusKind
 
 
 _Figures = tuple[int, int, int, float | None, float | None, float | None, int, int]
@@ -133,23 +118,19 @@ class Pull:
             layer.started_at if layer.started_at is not None else layer.first_seen,
             layer.completed_at, layer.total_known, status)
 
-    def status_at(self, now: int) -> PullStatus:
+    def status_at(self, now: int, views: bool = True) -> PullStatus:
         """The pull as the API shows it at ``now`` (this runs for every pull a report
-        touches whose snapshot an event carries)."""
-        views: list[LayerStatus] = []
-        return PullStatus(self.id, self.key[0], self.image_ref, *self._figures(now, views),
+        touches). Without ``views``, its ``layers`` are left empty: all the rows need, for a
+        pull whose snapshot no event carries."""
+        layers: list[LayerStatus] = []
+        return PullStatus(self.id, self.key[0], self.image_ref,
+                          *self._figures(now, layers if views else None),
                           self.key[2], self.completed_at, self.error, self.total_known,
-                          self.status, views)
-
-    def totals_at(self, now: int) -> Totals:
-        """The figures :meth:`status_at` gives, without a view per layer: all the rows
-        need, for a pull whose snapshot no event carries."""
-        totals: Totals = _row(Totals, (*self._figures(now, None), self.status))
-        return totals
+                          self.status, layers)
 
     def _figures(self, now: int, views: list[LayerStatus] | None) -> _Figures:
         """One pass over the layers; each one's view goes to ``views`` unless it is None.
-        The figures are in the order of PullStatus's fields (and of Totals')."""
+        The figures are in the order of PullStatus's fields."""
         finished = self.finished
         total = downloaded = cached = remaining = done = 0
         speed: float | None = None
@@ -203,9 +184,9 @@ class Pull:
             eta = remaining / speed if speed else None
         return total, downloaded, cached, speed, eta, percent, len(self.layers), done
 
-    def progress_row(self, status: PullStatus | Totals, now: int) -> Progress:
+    def progress_row(self, status: PullStatus, now: int) -> Progress:
         """The progress row of ``status`` (this pull's :meth:`status_at` or
-        :meth:`totals_at` ``now``); keeps the peak speed up to date."""
+        ``now``); keeps the peak speed up to date."""
         speed = status.bytes_per_sec
         if speed is not None and (self.peak_bps is None or speed > self.peak_bps):
             self.peak_bps = speed
@@ -223,9 +204,8 @@ class Pull:
             layer.window.rate(now) if status is _DOWNLOADING or status is _STALLED else None))
         return row
 
-    def pull_row(self, status: PullStatus | Totals) -> PullRow:
-        """The stored row of ``status`` (this pull's :meth:`status_at` or
-        :meth:`totals_at`)."""
+    def pull_row(self, status: PullStatus) -> PullRow:
+        """The stored row of ``status`` (this pull's :meth:`status_at`)."""
         row: PullRow = _row(PullRow, (
             self.id, self.key[0], self.image_ref, self.image_digest, self.status._value_,
             self.key[2], self.completed_at, self.first_seen, self.last_seen,

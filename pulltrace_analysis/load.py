@@ -86,7 +86,7 @@ def read_recording(path: str | os.PathLike[str], *,
 def open_db(path: str | os.PathLike[str]) -> Recording:
     """The frames recorded in a collector's DuckDB file (opened read-only)."""
     with Store(path, read_only=True) as store:
-        _warn_unwritten(path, int(store.one("SELECT coalesce(max(seq), 0) FROM reports")[0]))
+        _warn_unwritten(path, store.report_seq)
         con = store.con
         counts = {name: int(con.sql(f"SELECT count(*) FROM {table}")  # noqa: S608
                             .fetchall()[0][0]) for name, (table, _) in FRAMES.items()}

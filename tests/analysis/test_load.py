@@ -152,7 +152,7 @@ def test_open_db_says_when_the_journal_holds_reports_the_file_lacks(tmp_path, re
     db = tmp_path / "crashed.duckdb"
     assert main(["replay", str(recording_path), "--db", str(db)]) == 0
     with Store(db, read_only=True) as store:
-        stored = int(store.one("SELECT max(seq) FROM reports")[0])
+        stored = store.report_seq
     journal = Journal(journal_path(db))
     journal.start(stored - 1)  # the last two stored, as a journal keeps them until released
     journal.append(["{}", "{}"])
